@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+VENV := .venv
+FLASK := $(VENV)/bin/flask
+PORT ?= 5000
+DB_URL = postgresql+psycopg://gridapp:gridapp@127.0.0.1:5432/$(1)
+
+export FLASK_APP := wsgi.py
+
+.PHONY: run test setup setup-test bench clean-test-db
+
+## Set up everything, load the demo data and run web + RQ worker + scheduler (Ctrl-C stops all).
+run: setup
+	GRIDAPP_SQLALCHEMY_DATABASE_URI='$(call DB_URL,gridapp)' PORT=$(PORT) scripts/run.sh
+
+## Set up a separate test database and run the whole suite.
+test: setup-test
+	GRIDAPP_SQLALCHEMY_DATABASE_URI='$(call DB_URL,gridapp_test)' GRIDAPP_REDIS_URL='redis://127.0.0.1:6379/15' \
+	  $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+setup:
+	scripts/setup.sh gridapp
+
+setup-test:
+	scripts/setup.sh gridapp_test
+
+## Run the benchmarks (big data; not part of `make test`).
+bench: setup
+	GRIDAPP_SQLALCHEMY_DATABASE_URI='$(call DB_URL,gridapp_bench)' scripts/setup.sh gridapp_bench
+	GRIDAPP_SQLALCHEMY_DATABASE_URI='$(call DB_URL,gridapp_bench)' $(VENV)/bin/python -m bench.grid_queries

@@ -1,0 +1,42 @@
+"""gridapp: grid management for townships. create_app() is the only way to build the app."""
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+from flask_smorest import Api
+
+from gridapp.config import Defaults
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+REQUIRED_KEYS = ("SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    """Build the app: config → extensions → error handlers → blueprints → CLI."""
+    app = Flask(__name__)
+    app.config.from_object(Defaults)
+    app.config.from_prefixed_env("GRIDAPP")
+    if config:
+        app.config.from_mapping(config)
+    missing = [key for key in REQUIRED_KEYS if not app.config.get(key)]
+    if missing:
+        raise RuntimeError(f"gridapp: missing configuration {', '.join(missing)} (set GRIDAPP_<KEY> env vars)")
+    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    from gridapp import cli, errors
+    from gridapp.api import register_api
+    from gridapp.extensions import db, migrate, redis_store
+    from gridapp.services.passwords import init_app as init_passwords
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    redis_store.init_app(app)
+    init_passwords(app)
+    api = Api(app)
+    # Registered after flask-smorest's own handler so the one problem+json handler wins.
+    errors.register_error_handlers(app)
+    register_api(app, api)
+    cli.init_app(app)
+    return app

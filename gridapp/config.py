@@ -1,0 +1,43 @@
+"""Every configuration key the app reads, with its default. Override with GRIDAPP_<KEY> env vars."""
+
+
+class Defaults:
+    # Required in production: set GRIDAPP_SECRET_KEY. The factory refuses to start without one.
+    SECRET_KEY = None
+    SQLALCHEMY_DATABASE_URI = "postgresql+psycopg://gridapp:gridapp@127.0.0.1:5432/gridapp"
+    # pre_ping survives a database restart; a pool is mandatory (a connection costs ~17 ms, PERF.md §a).
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+    REDIS_URL = "redis://127.0.0.1:6379/0"
+
+    # argon2id cost (argon2-cffi defaults); tests lower them to keep the suite fast.
+    ARGON2_TIME_COST = 3
+    ARGON2_MEMORY_KIB = 65536
+
+    # Bearer tokens for API clients (POST /api/v1/auth/token).
+    TOKEN_TTL_SECONDS = 12 * 3600
+
+    # Request bodies larger than this are refused with 413 before they are read.
+    MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+
+    # The catalogue used when a client names a category by kind and code only.
+    DEFAULT_CATEGORY_STANDARD = "GB/T 47678.5-2026"
+
+    # Pages of GeoJSON cells: default and largest page size.
+    CELLS_PAGE_DEFAULT = 500
+    CELLS_PAGE_MAX = 5000
+
+    # Display time zone (storage is always UTC).
+    DISPLAY_TIMEZONE = "Asia/Shanghai"
+
+    # RQ queues the worker listens on, in priority order; the scheduler enqueues periodic jobs.
+    RQ_QUEUES = ["default"]
+    SCHEDULER_INTERVAL_SECONDS = 60
+
+    # flask-smorest / OpenAPI document at /api/v1/openapi.json
+    API_TITLE = "gridapp"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api/v1"
+    OPENAPI_JSON_PATH = "openapi.json"
+    # Every operation needs a bearer token unless it says `security: []` (the public ones).
+    API_SPEC_OPTIONS = {"security": [{"bearerAuth": []}]}

@@ -1,0 +1,177 @@
+"""The error catalogue and the one handler that turns every error into application/problem+json.
+
+Every code the API can answer with is listed here once, with when it happens. Codes are stable:
+clients and tests match on `code`, never on message text.
+"""
+import logging
+
+from flask import current_app, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from geo.errors import GeometryError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MIME = "application/problem+json"
+
+
+class AppError(Exception):
+    """Base for errors shown to API clients. Subclasses set code, http_status and default_message."""
+
+    code = "internal"
+    http_status = 500
+    default_message = "Internal error."
+
+    def __init__(self, message: str | None = None, **details):
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+
+# --- generic ----------------------------------------------------------------------------------
+class BadRequest(AppError):  # malformed request: unparsable JSON, wrong content type for a body
+    code, http_status, default_message = "bad_request", 400, "The request could not be understood."
+
+
+class ValidationFailed(AppError):  # well-formed request whose fields are wrong; details.fields says which
+    code, http_status, default_message = "validation_error", 422, "Some fields are invalid."
+
+
+class NotFound(AppError):  # no such route, or an object the caller may not see (never 403 for those)
+    code, http_status, default_message = "not_found", 404, "Not found."
+
+
+class MethodNotAllowed(AppError):  # the route exists but not with this method
+    code, http_status, default_message = "method_not_allowed", 405, "Method not allowed."
+
+
+class PayloadTooLarge(AppError):  # body above MAX_CONTENT_LENGTH; details.limit_bytes says the limit
+    code, http_status, default_message = "payload_too_large", 413, "The request body is too large."
+
+
+class UnsupportedMediaType(AppError):  # body is not application/json where JSON is required
+    code, http_status, default_message = "unsupported_media_type", 415, "Unsupported media type."
+
+
+class Conflict(AppError):  # the request contradicts stored data (a unique value already taken)
+    code, http_status, default_message = "conflict", 409, "The request conflicts with stored data."
+
+
+class ServiceUnavailable(AppError):  # a dependency (database, Redis) is down
+    code, http_status, default_message = "service_unavailable", 503, "A required service is unavailable."
+
+
+# --- authentication and authorization -------------------------------------------------------
+class AuthRequired(AppError):  # no bearer token, or it is unknown, expired or revoked
+    code, http_status, default_message = "auth.required", 401, "A valid bearer token is required."
+
+
+class InvalidCredentials(AppError):  # wrong username or password, or the user is disabled
+    code, http_status, default_message = "auth.invalid_credentials", 401, "Wrong username or password."
+
+
+class Forbidden(AppError):  # the user's role may not use this endpoint at all
+    code, http_status, default_message = "auth.forbidden", 403, "Your role may not do this."
+
+
+# --- domain ------------------------------------------------------------------------------------
+class GridNotFound(NotFound):  # no current cell with this code in the caller's area, or no cell at a point
+    code, default_message = "grid.not_found", "No grid cell found."
+
+
+class AreaNotFound(NotFound):  # no administrative area with this code in the caller's area
+    code, default_message = "area.not_found", "No administrative area found."
+
+
+class CategoryNotFound(NotFound):  # no event category with this standard/kind/code
+    code, default_message = "category.not_found", "No event category found."
+
+
+class GridImportRejected(AppError):  # the topology check found errors; details.report lists them
+    code, http_status, default_message = "grid.import_rejected", 422, "The grid file failed the topology check."
+
+
+class CatalogueInvalid(AppError):  # a category catalogue file has bad rows; details.rows lists them
+    code, http_status, default_message = "category.invalid_catalogue", 422, "The category catalogue is invalid."
+
+
+# geo.errors.* keep their own codes (geo.invalid_geometry, geo.unsupported_crs, geo.crs_required,
+# geo.unreadable_file, geo.outside_china) and all map to 422.
+GEO_ERROR_STATUS = 422
+
+_HTTP_CODES = {400: BadRequest, 401: AuthRequired, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
+               409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 422: ValidationFailed}
+
+
+def problem(code: str, status: int, message: str, details: dict | None = None):
+    """Build the one error response shape (RFC 9457 with our code, message and details)."""
+    body = {
+        "type": f"urn:gridapp:problem:{code}",
+        "title": code,
+        "status": status,
+        "code": code,
+        "message": message,
+        "detail": message,
+        "details": details or {},
+    }
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_MIME
+    return response
+
+
+def _from_http_exception(exc: HTTPException):
+    # flask-smorest/webargs abort(422, messages=...) on bad arguments: surface the field messages.
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages")
+    if exc.code == 413:
+        return PayloadTooLarge(limit_bytes=current_app.config["MAX_CONTENT_LENGTH"])
+    cls = _HTTP_CODES.get(exc.code)
+    if cls is None:
+        return None
+    if messages is not None:
+        return ValidationFailed(fields=_flatten_locations(messages))
+    return cls(exc.description if cls is not NotFound else None)
+
+
+def _flatten_locations(messages: dict) -> dict:
+    # webargs nests messages by location ({"query": {"bbox": [...]}}); clients want the field names.
+    flat = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            flat.update(fields)
+        else:
+            flat[location] = fields
+    return flat
+
+
+def register_error_handlers(app):
+    """Map every exception to a problem+json response; never leak a traceback."""
+    from gridapp.extensions import db
+
+    @app.errorhandler(AppError)
+    def handle_app_error(exc: AppError):
+        return problem(exc.code, exc.http_status, exc.message, exc.details)
+
+    @app.errorhandler(ValidationError)
+    def handle_validation_error(exc: ValidationError):
+        return problem(ValidationFailed.code, 422, ValidationFailed.default_message, {"fields": exc.messages})
+
+    @app.errorhandler(GeometryError)
+    def handle_geometry_error(exc: GeometryError):
+        return problem(exc.code, GEO_ERROR_STATUS, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        mapped = _from_http_exception(exc)
+        if mapped is None:
+            return problem(f"http_{exc.code}", exc.code, exc.description or exc.name)
+        return problem(mapped.code, mapped.http_status, mapped.message, mapped.details)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        # Roll back first so the failed transaction cannot leak into the next request.
+        db.session.rollback()
+        log.exception("unhandled error")
+        return problem(AppError.code, 500, AppError.default_message)

@@ -1,0 +1,23 @@
+"""Queues, their limits, and the one way to enqueue. Jobs take ids and primitives, never objects."""
+from rq import Queue
+
+from gridapp.extensions import redis_store
+
+# Per-queue limits in one place (seconds).
+QUEUE_LIMITS = {
+    "default": {"default_timeout": 300, "result_ttl": 3600, "failure_ttl": 30 * 24 * 3600},
+}
+
+
+def queue(name: str = "default") -> Queue:
+    """Return an RQ queue on the app's Redis."""
+    limits = QUEUE_LIMITS[name]
+    return Queue(name, connection=redis_store.connection, default_timeout=limits["default_timeout"])
+
+
+def enqueue(func, *args, queue_name: str = "default", job_id: str | None = None, **kwargs):
+    """Enqueue a job after the caller has committed; returns the job."""
+    limits = QUEUE_LIMITS[queue_name]
+    return queue(queue_name).enqueue(
+        func, *args, job_id=job_id, result_ttl=limits["result_ttl"], failure_ttl=limits["failure_ttl"], **kwargs
+    )

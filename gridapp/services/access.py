@@ -1,0 +1,36 @@
+"""Who may do what, and where: the role matrix and the area scope.
+
+Two rules, checked on every endpoint:
+- by role: each permission lists the roles that hold it (403 `auth.forbidden` otherwise);
+- by area: a user reads only objects whose area code starts with their own area's code. Anything
+  outside is answered exactly like something that does not exist (404), so ids cannot be probed.
+"""
+from gridapp.models import ROLES, User
+
+ALL_ROLES = frozenset(ROLES)
+STAFF = ALL_ROLES - {"grid_worker"}
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    # The grid, the areas, the categories and the squads are reference data every role needs.
+    "grid.read": ALL_ROLES,
+    "area.read": ALL_ROLES,
+    "category.read": ALL_ROLES,
+    "squad.read": ALL_ROLES,
+    # The list of users (with phone numbers) is for the people who run the deployment.
+    "user.read": frozenset({"admin", "duty_chief"}),
+}
+
+
+def can(user: User, permission: str) -> bool:
+    """Tell whether the user's role holds a permission."""
+    return user.is_active and user.role in PERMISSIONS[permission]
+
+
+def scope_prefix(user: User) -> str:
+    """Return the area-code prefix that bounds what the user may read (county 6, township 9 digits)."""
+    return user.area.code
+
+
+def in_scope(user: User, code: str) -> bool:
+    """Tell whether an area or cell code lies inside the user's area."""
+    return code.startswith(scope_prefix(user))

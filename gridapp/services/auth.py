@@ -1,0 +1,63 @@
+"""Sign-in and bearer tokens for API clients."""
+import hashlib
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from gridapp.errors import AuthRequired, InvalidCredentials
+from gridapp.extensions import db
+from gridapp.models import ApiToken, User, utcnow
+from gridapp.services.passwords import verify_password
+
+TOKEN_PREFIX = "gat_"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(username: str, password: str, ttl_seconds: int) -> tuple[str, ApiToken]:
+    """Check credentials and create a bearer token; return the token text (shown once) and its row.
+
+    :raises InvalidCredentials: unknown user, wrong password or disabled user (one answer for all).
+    """
+    user = db.session.scalar(select(User).where(User.username == username))
+    if not verify_password(user.password_hash if user else None, password) or not user.is_active:
+        raise InvalidCredentials()
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user=user, token_hash=_digest(token), expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+    db.session.add(row)
+    db.session.flush()
+    return token, row
+
+
+def user_for_token(token: str | None) -> tuple[User, ApiToken]:
+    """Return the active user and token row for a bearer token.
+
+    :raises AuthRequired: missing, unknown, expired or revoked token, or a disabled user.
+    """
+    if not token or not token.startswith(TOKEN_PREFIX):
+        raise AuthRequired()
+    row = db.session.scalar(
+        select(ApiToken)
+        .options(joinedload(ApiToken.user).joinedload(User.area))
+        .where(ApiToken.token_hash == _digest(token))
+    )
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.user.is_active:
+        raise AuthRequired()
+    return row.user, row
+
+
+def revoke_token(row: ApiToken) -> None:
+    """Revoke a token (sign-out)."""
+    row.revoked_at = utcnow()
+
+
+def purge_expired_tokens() -> int:
+    """Delete tokens that expired more than a day ago; return how many."""
+    result = db.session.execute(
+        ApiToken.__table__.delete().where(ApiToken.expires_at < utcnow() - timedelta(days=1))
+    )
+    return result.rowcount

@@ -1,0 +1,86 @@
+"""Demo data: a county near 德清 (Zhejiang) with two townships, 320 cells, users of every role,
+squads and the default catalogue. Idempotent: loading it twice leaves the same data.
+
+Names and codes are plausible, not official; see docs/demo-data.md.
+"""
+import zlib
+from pathlib import Path
+
+from shapely.geometry import box
+from sqlalchemy import select
+
+from geo.grid import square_cells
+from geo.io import Feature, FeatureSource
+from gridapp.extensions import db
+from gridapp.models import GridCell, User
+from gridapp.services.areas import ensure_area
+from gridapp.services.categories import import_catalogue, parse_catalogue_csv
+from gridapp.services.grids import import_cells
+from gridapp.services.squads import ensure_squad, ensure_team
+from gridapp.services.users import assign_cells, create_user
+
+DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "categories-gbt47678.5-2026.csv"
+DEMO_PASSWORD = "demo-pass-2026"
+COUNTY = ("330521", "德清县")
+# Cells of about 200 m × 200 m at latitude 30.5°; each village is 8 × 5 cells, four villages a township.
+CELL_W, CELL_H, VILLAGE_COLS, VILLAGE_ROWS = 0.00208, 0.0018, 8, 5
+TOWNSHIPS = [
+    # code, name, prefix for usernames, north-west corner (lon, lat), villages (code suffix, name)
+    ("330521101", "乾元镇", "qy", (120.060, 30.560),
+     [("001", "城北社区"), ("002", "城南社区"), ("201", "金火村"), ("202", "联合村")]),
+    ("330521102", "新市镇", "xs", (120.280, 30.630),
+     [("001", "新市社区"), ("002", "西河社区"), ("201", "梅林村"), ("202", "蔡界村")]),
+]
+
+
+def load_demo() -> dict:
+    """Create or refresh the demo data; return counts of what is there."""
+    county = ensure_area(*COUNTY, level="county")
+    import_catalogue(parse_catalogue_csv(DEFAULT_CATALOGUE.read_text(encoding="utf-8")))
+    _ensure_user("admin", "admin", county, "县级管理员")
+    _ensure_user("county_supervisor", "supervisor", county, "县督查员")
+    for code, name, prefix, corner, villages in TOWNSHIPS:
+        _load_township(county, code, name, prefix, corner, villages)
+    return {
+        "cells": db.session.scalar(select(db.func.count()).select_from(GridCell).where(GridCell.valid_to.is_(None))),
+        "users": db.session.scalar(select(db.func.count()).select_from(User)),
+    }
+
+
+def _load_township(county, code, name, prefix, corner, villages):
+    township = ensure_area(code, name, level="township", parent=county)
+    west, north = corner
+    features, village_areas = [], []
+    for index, (suffix, village_name) in enumerate(villages):
+        village = ensure_area(code + suffix, village_name, level="village", parent=township)
+        village_areas.append(village)
+        # Villages in a 2 × 2 block; edges computed from integer offsets so neighbours share vertices.
+        v_west = west + (index % 2) * VILLAGE_COLS * CELL_W
+        v_north = north - (index // 2) * VILLAGE_ROWS * CELL_H
+        for cell_code, polygon in square_cells(v_west, v_north, CELL_W, CELL_H, VILLAGE_COLS, VILLAGE_ROWS, village.code):
+            features.append(Feature(properties={"code": cell_code, "name": f"{village_name}{cell_code[-3:]}号网格"},
+                                    geom=polygon))
+    source = FeatureSource(features=features, source_crs="EPSG:4326", driver="demo", layer="demo")
+    import_cells(source, township, filename="demo", imported_by="demo")
+
+    team = ensure_team(township, f"{name}综合行政执法队")
+    squads = [ensure_squad(team, "01", "一中队", village_areas[:2]), ensure_squad(team, "02", "二中队", village_areas[2:])]
+    for role, title in (("dispatcher", "派遣员"), ("duty_chief", "值班长"), ("supervisor", "督查员"), ("admin", "管理员")):
+        _ensure_user(f"{prefix}_{role}", role, township, f"{name}{title}")
+    for number, squad in enumerate(squads, start=1):
+        _ensure_user(f"{prefix}_squad{number}_leader", "squad_leader", township, f"{name}{squad.name}中队长", squad)
+        _ensure_user(f"{prefix}_squad{number}_member", "squad_member", township, f"{name}{squad.name}队员", squad)
+    for number, village in enumerate(village_areas, start=1):
+        worker = _ensure_user(f"{prefix}_worker{number}", "grid_worker", township, f"{village.name}网格员")
+        assign_cells(worker, list(db.session.scalars(
+            select(GridCell).where(GridCell.village_id == village.id, GridCell.valid_to.is_(None)).order_by(GridCell.code)
+        )))
+
+
+def _ensure_user(username, role, area, display_name, squad=None) -> User:
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        return create_user(username, role, area, DEMO_PASSWORD, display_name=display_name, squad=squad,
+                           phone=f"1380000{zlib.crc32(username.encode()) % 10000:04d}")
+    user.role, user.area, user.squad, user.display_name, user.is_active = role, area, squad, display_name, True
+    return user

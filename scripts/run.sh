@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run the whole system in the foreground: migrations, demo data, then web + RQ worker + scheduler.
+# Ctrl-C (or SIGTERM) stops all three. Expects scripts/setup.sh to have run (make run does that).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FLASK_APP=wsgi.py
+PORT="${PORT:-5000}"
+FLASK=.venv/bin/flask
+
+# A secret key that survives restarts (sessions and tokens stay valid), made once per checkout.
+mkdir -p var
+[ -s var/secret_key ] || .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))' > var/secret_key
+export GRIDAPP_SECRET_KEY="${GRIDAPP_SECRET_KEY:-$(cat var/secret_key)}"
+
+$FLASK db upgrade
+$FLASK demo load
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "[run] stopping"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+.venv/bin/gunicorn --bind "127.0.0.1:$PORT" --worker-class gthread --workers 2 --threads 4 \
+  --access-logfile - wsgi:app & pids+=($!)
+$FLASK worker & pids+=($!)
+$FLASK scheduler & pids+=($!)
+echo "[run] gridapp on http://127.0.0.1:$PORT (health: /healthz, API: /api/v1/openapi.json). Ctrl-C stops."
+# Exit (and stop the others) as soon as any of the three dies.
+wait -n "${pids[@]}"

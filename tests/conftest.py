@@ -1,0 +1,72 @@
+"""Fixtures: one app on the test database (schema built by the migrations), a clean database and
+Redis after every test, clients and a way to sign in as any role. Real PostgreSQL/PostGIS and Redis."""
+import os
+
+import pytest
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+from gridapp import create_app
+from gridapp.extensions import db, redis_store
+
+TEST_DB_URL = os.environ.get(
+    "GRIDAPP_SQLALCHEMY_DATABASE_URI", "postgresql+psycopg://gridapp:gridapp@127.0.0.1:5432/gridapp_test"
+)
+TEST_REDIS_URL = os.environ.get("GRIDAPP_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret",
+    "SQLALCHEMY_DATABASE_URI": TEST_DB_URL,
+    "REDIS_URL": TEST_REDIS_URL,
+    # Cheap hashing: the suite creates hundreds of users.
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_KIB": 1024,
+}
+# Tables that survive between tests: PostGIS's own and the migration marker.
+KEEP_TABLES = {"spatial_ref_sys", "alembic_version"}
+
+
+def _drop_everything():
+    """Drop our tables (PostGIS stays), so migrations start from an empty schema."""
+    names = db.session.execute(text(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'spatial_ref_sys'"
+    )).scalars().all()
+    if names:
+        db.session.execute(text("DROP TABLE " + ", ".join(f'"{n}"' for n in names) + " CASCADE"))
+    db.session.commit()
+
+
+@pytest.fixture(scope="session")
+def app():
+    assert TEST_DB_URL.rsplit("/", 1)[-1].endswith("_test"), "tests only run against a *_test database"
+    app = create_app(TEST_CONFIG)
+    with app.app_context():
+        _drop_everything()
+        upgrade()
+        yield app
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request):
+    """Empty every table and the test Redis database after each test."""
+    yield
+    if "app" not in request.fixturenames:
+        return
+    db.session.remove()
+    tables = db.session.execute(text(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )).scalars().all()
+    ours = [t for t in tables if t not in KEEP_TABLES]
+    db.session.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in ours) + " RESTART IDENTITY CASCADE"))
+    db.session.commit()
+    redis_store.connection.flushdb()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
