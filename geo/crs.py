@@ -16,8 +16,9 @@ STORAGE_SRID = 4326
 POINT_CRS = ("wgs84", "cgcs2000", "gcj02", "bd09")
 
 _POINT_CRS_ALIASES = {"epsg:4326": "wgs84", "epsg:4490": "cgcs2000"}
-# CGCS2000 and WGS84 agree to a few centimetres (well under GPS accuracy), so EPSG:4490 is
-# stored as-is rather than run through a null datum shift.
+# CGCS2000 equals WGS84 at metre level (CGCS2000 is fixed at epoch 2000.0, WGS84 moves with the
+# plate by a few cm a year), below both phone GPS accuracy and grid survey tolerance, so EPSG:4490
+# coordinates are treated as WGS84 unchanged.
 _STORAGE_EQUIVALENT_EPSG = (4326, 4490)
 
 # Krasovsky 1940 ellipsoid, which the GCJ-02 obfuscation is defined on.
@@ -181,8 +182,8 @@ def resolve_crs(value):
 
 @functools.lru_cache(maxsize=64)
 def _transformer(src_wkt, dst_wkt):
-    # Keyed by WKT because pyproj.CRS objects built from different inputs compare equal but
-    # hash differently; Transformer is thread-safe since pyproj 3.1, so sharing one is fine.
+    # Keyed by WKT text so "4549", "EPSG:4549" and the CRS object share one transformer; sharing
+    # it across threads is fine because Transformer is thread-safe since pyproj 3.1.
     return pyproj.Transformer.from_crs(
         pyproj.CRS.from_wkt(src_wkt), pyproj.CRS.from_wkt(dst_wkt), always_xy=True
     )

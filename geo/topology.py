@@ -10,7 +10,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geo.crs import local_metric_crs, project_to_metres, to_storage
 from geo.grid import area_level_for_code, is_cell_code
-from geo.validate import validate_polygon
+from geo.validate import POLYGONAL_TYPES, validate_polygon
 
 ERROR = "error"
 WARNING = "warning"
@@ -61,18 +61,21 @@ class TopologyReport:
 
     @property
     def errors(self):
+        """Return the faults that block an import."""
         return [f for f in self.faults if f.severity == ERROR]
 
     @property
     def warnings(self):
+        """Return the faults an operator may accept."""
         return [f for f in self.faults if f.severity == WARNING]
 
     @property
     def ok(self):
+        """Return whether there are no errors."""
         return not self.errors
 
     def as_dict(self):
-        """Return the report as JSON-serialisable dict."""
+        """Return the report as a JSON-serialisable dict."""
         return {
             "ok": self.ok,
             "error_count": len(self.errors),
@@ -100,12 +103,12 @@ def check_cells(cells, township_code, boundary=None, thresholds=Thresholds()):
         raise ValueError(f"Not a 9-digit township code: {township_code!r}")
     if boundary is not None:
         boundary = validate_polygon(boundary).geom
-    faults = _code_faults(cells, township_code)
     codes = np.array([c.code for c in cells], dtype=object)
     geoms = np.array([c.geom for c in cells], dtype=object)
-    valid = _validity(geoms, codes, faults)
+    valid, invalid_faults = _validity(geoms, codes)
+    faults = _code_faults(cells, township_code) + invalid_faults
     if valid.any():
-        _geometry_faults(codes[valid], shapely.force_2d(geoms[valid]), boundary, thresholds, faults)
+        faults += _geometry_faults(codes[valid], shapely.force_2d(geoms[valid]), boundary, thresholds)
     return TopologyReport(faults)
 
 
@@ -113,19 +116,21 @@ def _code_faults(cells, township_code):
     faults = []
     for code, count in Counter(c.code for c in cells).items():
         if count > 1:
-            faults.append(Fault("duplicate_code", ERROR, (code,), f"{count} cells share the code {code}.", {"count": count}))
+            message = f"{count} cells share the code {code}."
+            faults.append(Fault("duplicate_code", ERROR, (code,), message, {"count": count}))
     for cell in cells:
         if not is_cell_code(cell.code):
-            faults.append(Fault("bad_code", ERROR, (cell.code,), f"{cell.code!r} is not a 15-digit unit-grid code."))
+            message = f"{cell.code!r} is not a 15-digit unit-grid code."
+            faults.append(Fault("bad_code", ERROR, (cell.code,), message))
         elif not cell.code.startswith(township_code):
-            faults.append(
-                Fault("outside_township", ERROR, (cell.code,), f"{cell.code} does not belong to township {township_code}.")
-            )
+            message = f"{cell.code} does not belong to township {township_code}."
+            faults.append(Fault("outside_township", ERROR, (cell.code,), message))
     return faults
 
 
-def _validity(geoms, codes, faults):
-    polygonal = np.array([g is not None and g.geom_type in ("Polygon", "MultiPolygon") for g in geoms], dtype=bool)
+def _validity(geoms, codes):
+    faults = []
+    polygonal = np.array([g is not None and g.geom_type in POLYGONAL_TYPES for g in geoms], dtype=bool)
     valid = polygonal.copy()
     valid[polygonal] = shapely.is_valid(geoms[polygonal]) & ~shapely.is_empty(geoms[polygonal])
     for i in np.flatnonzero(~valid):
@@ -136,71 +141,79 @@ def _validity(geoms, codes, faults):
             reason = f"unsupported type {geom.geom_type}"
         else:
             reason = shapely.is_valid_reason(geom)
-        faults.append(
-            Fault("invalid_geometry", ERROR, (codes[i],), f"Cell {codes[i]} is invalid: {reason}.", {"reason": reason})
-        )
-    return valid
+        message = f"Cell {codes[i]} is invalid: {reason}."
+        faults.append(Fault("invalid_geometry", ERROR, (codes[i],), message, {"reason": reason}))
+    return valid, faults
 
 
-def _geometry_faults(codes, geoms, boundary, thresholds, faults):
+def _geometry_faults(codes, geoms, boundary, thresholds):
+    # The centre of the cells' extent is close enough to their centroid, and an equal-area
+    # projection makes every area exact wherever the centre falls.
     west, south, east, north = shapely.total_bounds(geoms)
     metric_crs = local_metric_crs((west + east) / 2, (south + north) / 2)
     cells = project_to_metres(geoms, metric_crs)
+    boundary_m = None if boundary is None else project_to_metres(boundary, metric_crs)
+    tree = shapely.STRtree(cells)
+    return [
+        *_sliver_faults(codes, cells, thresholds),
+        *_overlap_faults(codes, cells, tree, thresholds),
+        *([] if boundary_m is None else _outside_faults(codes, cells, boundary_m, thresholds)),
+        *_gap_faults(codes, cells, tree, boundary_m, metric_crs, thresholds),
+    ]
+
+
+def _sliver_faults(codes, cells, thresholds):
     area = shapely.area(cells)
     thinness = 4 * math.pi * area / shapely.length(cells) ** 2
+    faults = []
     for i in np.flatnonzero((area < thresholds.sliver_min_area_m2) | (thinness < thresholds.sliver_max_thinness)):
-        faults.append(
-            Fault(
-                "sliver",
-                WARNING,
-                (codes[i],),
-                f"Cell {codes[i]} is a sliver ({area[i]:.1f} m², thinness {thinness[i]:.3f}).",
-                {"area_m2": round(float(area[i]), 2), "thinness": round(float(thinness[i]), 4)},
-            )
-        )
+        message = f"Cell {codes[i]} is a sliver ({area[i]:.1f} m², thinness {thinness[i]:.3f})."
+        details = {"area_m2": round(float(area[i]), 2), "thinness": round(float(thinness[i]), 4)}
+        faults.append(Fault("sliver", WARNING, (codes[i],), message, details))
+    return faults
 
-    tree = shapely.STRtree(cells)
+
+def _overlap_faults(codes, cells, tree, thresholds):
     left, right = tree.query(cells, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
-    # Cheap DE-9IM filter first: only pairs whose interiors share an area need an intersection.
+    # Most intersecting pairs only share an edge; the DE-9IM test is much cheaper than computing
+    # an intersection, so only pairs whose interiors share an area get one.
     overlapping = shapely.relate_pattern(cells[left], cells[right], "2********")
     left, right = left[overlapping], right[overlapping]
-    overlap_area = shapely.area(shapely.intersection(cells[left], cells[right]))
-    for i, j, a in zip(left, right, overlap_area):
+    faults = []
+    for i, j, a in zip(left, right, shapely.area(shapely.intersection(cells[left], cells[right]))):
         if a > thresholds.overlap_m2:
-            faults.append(
-                Fault("overlap", ERROR, (codes[i], codes[j]), f"Cells {codes[i]} and {codes[j]} overlap by {a:.1f} m².",
-                      {"area_m2": round(float(a), 2)})
-            )
+            message = f"Cells {codes[i]} and {codes[j]} overlap by {a:.1f} m²."
+            faults.append(Fault("overlap", ERROR, (codes[i], codes[j]), message, {"area_m2": round(float(a), 2)}))
+    return faults
 
-    boundary_m = None if boundary is None else project_to_metres(boundary, metric_crs)
-    if boundary_m is not None:
-        shapely.prepare(boundary_m)
-        outside = np.flatnonzero(~shapely.within(cells, boundary_m))
-        outside_area = shapely.area(shapely.difference(cells[outside], boundary_m))
-        for i, a in zip(outside, outside_area):
-            if a > thresholds.overlap_m2:
-                faults.append(
-                    Fault("outside_township", ERROR, (codes[i],), f"Cell {codes[i]} lies {a:.1f} m² outside the township boundary.",
-                          {"area_m2": round(float(a), 2)})
-                )
 
-    for gap in _gaps(cells, boundary_m):
+def _outside_faults(codes, cells, boundary_m, thresholds):
+    shapely.prepare(boundary_m)
+    outside = np.flatnonzero(~shapely.within(cells, boundary_m))
+    faults = []
+    for i, a in zip(outside, shapely.area(shapely.difference(cells[outside], boundary_m))):
+        if a > thresholds.overlap_m2:
+            message = f"{a:.1f} m² of cell {codes[i]} lies outside the township boundary."
+            faults.append(Fault("outside_township", ERROR, (codes[i],), message, {"area_m2": round(float(a), 2)}))
+    return faults
+
+
+def _gap_faults(codes, cells, tree, boundary_m, metric_crs, thresholds):
+    union = shapely.union_all(cells)
+    if boundary_m is None:
+        gaps = [shapely.Polygon(ring) for poly in shapely.get_parts(union) for ring in poly.interiors]
+    else:
+        gaps = shapely.get_parts(shapely.difference(boundary_m, union))
+    faults = []
+    for gap in gaps:
         a = gap.area
         if a <= thresholds.gap_m2:
             continue
         lon, lat = shapely.get_coordinates(to_storage(gap.point_on_surface(), metric_crs))[0]
         neighbours = tuple(sorted(codes[tree.query(gap, predicate="intersects")]))
-        faults.append(
-            Fault("gap", WARNING, neighbours, f"{a:.1f} m² near ({lon:.6f}, {lat:.6f}) is covered by no cell.",
-                  {"area_m2": round(float(a), 2), "lon": round(float(lon), 7), "lat": round(float(lat), 7)})
-        )
-
-
-def _gaps(cells, boundary_m):
-    union = shapely.union_all(cells)
-    if boundary_m is not None:
-        return shapely.get_parts(shapely.difference(boundary_m, union))
-    holes = [shapely.Polygon(ring) for poly in shapely.get_parts(union) for ring in poly.interiors]
-    return holes
+        message = f"{a:.1f} m² near ({lon:.6f}, {lat:.6f}) is covered by no cell."
+        details = {"area_m2": round(float(a), 2), "lon": round(float(lon), 7), "lat": round(float(lat), 7)}
+        faults.append(Fault("gap", WARNING, neighbours, message, details))
+    return faults

@@ -8,7 +8,7 @@ from shapely.validation import explain_validity
 
 from geo.errors import InvalidGeometry
 
-_POLYGONAL = ("Polygon", "MultiPolygon")
+POLYGONAL_TYPES = ("Polygon", "MultiPolygon")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def validate_polygon(geom, repair=False):
     """
     if geom is None or geom.is_empty:
         raise InvalidGeometry("The geometry is empty.", reason="empty")
-    if geom.geom_type not in _POLYGONAL:
+    if geom.geom_type not in POLYGONAL_TYPES:
         raise InvalidGeometry(
             f"Expected a Polygon or MultiPolygon, got a {geom.geom_type}.", reason=f"unsupported type {geom.geom_type}"
         )

@@ -4,8 +4,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask
-from flask_smorest import Api
-
 from gridapp.config import Defaults
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
@@ -15,6 +13,9 @@ REQUIRED_KEYS = ("SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")
 def create_app(config: Mapping | None = None) -> Flask:
     """Build the app: config → extensions → error handlers → blueprints → CLI."""
     app = Flask(__name__)
+    # Chinese names as UTF-8, keys in the order the schemas give them.
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
     app.config.from_object(Defaults)
     app.config.from_prefixed_env("GRIDAPP")
     if config:
@@ -26,7 +27,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from gridapp import cli, errors
-    from gridapp.api import register_api
+    from gridapp.api import GridApi, register_api
     from gridapp.extensions import db, migrate, redis_store
     from gridapp.services.passwords import init_app as init_passwords
 
@@ -34,7 +35,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_store.init_app(app)
     init_passwords(app)
-    api = Api(app)
+    api = GridApi(app)
     # Registered after flask-smorest's own handler so the one problem+json handler wins.
     errors.register_error_handlers(app)
     register_api(app, api)

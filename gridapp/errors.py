@@ -7,6 +7,8 @@ import logging
 
 from flask import current_app, jsonify
 from marshmallow import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from geo.errors import GeometryError
@@ -58,7 +60,7 @@ class Conflict(AppError):  # the request contradicts stored data (a unique value
     code, http_status, default_message = "conflict", 409, "The request conflicts with stored data."
 
 
-class ServiceUnavailable(AppError):  # a dependency (database, Redis) is down
+class ServiceUnavailable(AppError):  # the database or Redis cannot be reached; retry later
     code, http_status, default_message = "service_unavailable", 503, "A required service is unavailable."
 
 
@@ -148,8 +150,6 @@ def _flatten_locations(messages: dict) -> dict:
 
 def register_error_handlers(app):
     """Map every exception to a problem+json response; never leak a traceback."""
-    from gridapp.extensions import db
-
     @app.errorhandler(AppError)
     def handle_app_error(exc: AppError):
         return problem(exc.code, exc.http_status, exc.message, exc.details)
@@ -169,9 +169,33 @@ def register_error_handlers(app):
             return problem(f"http_{exc.code}", exc.code, exc.description or exc.name)
         return problem(mapped.code, mapped.http_status, mapped.message, mapped.details)
 
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(RedisConnectionError)
+    def handle_dependency_error(exc: Exception):
+        _rollback_quietly()
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
+            return handle_unexpected(exc)
+        log.warning("dependency unavailable: %s", str(exc).splitlines()[0])
+        return problem(ServiceUnavailable.code, 503, ServiceUnavailable.default_message)
+
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         # Roll back first so the failed transaction cannot leak into the next request.
-        db.session.rollback()
+        _rollback_quietly()
         log.exception("unhandled error")
         return problem(AppError.code, 500, AppError.default_message)
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    # psycopg raises OperationalError for refused or dropped connections (SQLSTATE class 08 or none).
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, OperationalError) and (sqlstate is None or sqlstate.startswith("08"))
+
+
+def _rollback_quietly() -> None:
+    from gridapp.extensions import db
+
+    try:
+        db.session.rollback()
+    except DBAPIError:  # the connection is gone; the pool discards it
+        log.warning("rollback failed on a dead connection")

@@ -1,4 +1,5 @@
 """Unbound extensions, bound to the app in create_app (init_app pattern)."""
+from flask import current_app
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
@@ -12,14 +13,14 @@ api = Api()
 
 
 class RedisHolder:
-    """The app's Redis connection, created from REDIS_URL at init_app time (never at import)."""
-
-    def __init__(self):
-        self.connection: Redis | None = None
+    """The current app's Redis connection, made from REDIS_URL at init_app time (never at import)."""
 
     def init_app(self, app):
-        self.connection = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=2)
-        app.extensions["redis"] = self.connection
+        app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=2)
+
+    @property
+    def connection(self) -> Redis:
+        return current_app.extensions["redis"]
 
 
 redis_store = RedisHolder()

@@ -44,6 +44,9 @@ def app():
         _drop_everything()
         upgrade()
         yield app
+        db.session.remove()
+        db.engine.dispose()
+        redis_store.connection.close()
 
 
 @pytest.fixture(autouse=True)

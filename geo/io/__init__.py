@@ -30,7 +30,9 @@ _DRIVERS = {
 # RFC 7946 section 4 and OGC KML 2.2 both fix the CRS to WGS84 lon, lat.
 _WGS84_BY_SPEC = ("GeoJSON", "KML")
 # Styling columns GDAL's LIBKML driver adds to every KML layer; they are never grid attributes.
-_KML_STYLE_FIELDS = {"timestamp", "begin", "end", "altitudeMode", "tessellate", "extrude", "visibility", "drawOrder", "icon"}
+_KML_STYLE_FIELDS = {
+    "timestamp", "begin", "end", "altitudeMode", "tessellate", "extrude", "visibility", "drawOrder", "icon"
+}
 
 # DBF language driver ids (header byte 29) that name a code page. 0x00 and 0x57 ("ANSI") are
 # written by default by many tools whatever the data, so they count as undeclared.
@@ -69,7 +71,8 @@ class FeatureSource:
 
     ``encoding_source`` says how a Shapefile's attribute encoding was chosen: "cpg", "ldid",
     "utf-8" (the DBF decodes as strict UTF-8) or "gb18030" (fallback). ``warnings`` holds GDAL's
-    warnings, e.g. characters it could not decode, for the operator's preview.
+    warnings for the operator's preview; GDAL reports undecodable characters only once per process,
+    so check the preview of the name column too.
     """
 
     features: list[Feature]
@@ -122,7 +125,7 @@ def read_features(path, crs=None, layer=None):
         layer=str(layer),
         encoding=encoding,
         encoding_source=encoding_source,
-        warnings=[str(w.message) for w in caught],
+        warnings=list(dict.fromkeys(str(w.message) for w in caught)),
     )
 
 
@@ -184,7 +187,7 @@ def _shapefile_encoding(shp):
     if dbf is None:
         return None, None
     cpg = _sidecar(shp, ".cpg")
-    cpg_text = cpg.read_bytes().decode("latin-1") if cpg else None
+    cpg_text = cpg.read_bytes().decode("utf-8-sig", errors="replace") if cpg else None
     return detect_dbf_encoding(dbf, cpg_text)
 
 

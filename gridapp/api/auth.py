@@ -6,6 +6,7 @@ from flask_smorest import Blueprint
 from gridapp.api.security import require
 from gridapp.extensions import db
 from gridapp.schemas.auth import TokenRequestSchema, TokenSchema, UserSchema
+from gridapp.errors import PROBLEM_MIME
 from gridapp.schemas.common import ProblemSchema
 from gridapp.services.auth import issue_token, revoke_token
 
@@ -16,7 +17,7 @@ blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Sign-in for
 @blp.doc(security=[])
 @blp.arguments(TokenRequestSchema)
 @blp.response(201, TokenSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="auth.invalid_credentials")
+@blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM_MIME, description="auth.invalid_credentials")
 def create_token(body):
     """Exchange a username and password for a bearer token."""
     token, row = issue_token(body["username"], body["password"], current_app.config["TOKEN_TTL_SECONDS"])

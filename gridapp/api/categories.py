@@ -3,6 +3,7 @@ from flask_smorest import Blueprint
 
 from gridapp.api.security import require
 from gridapp.schemas.categories import CategoryListArgs, CategorySchema
+from gridapp.errors import PROBLEM_MIME
 from gridapp.schemas.common import ProblemSchema
 from gridapp.services.categories import category_by_key, list_categories
 
@@ -22,7 +23,7 @@ def list_(args):
 @require("category.read")
 @blp.arguments(CategoryListArgs(only=["standard"]), location="query")
 @blp.response(200, CategorySchema)
-@blp.alt_response(404, schema=ProblemSchema, description="category.not_found")
+@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="category.not_found")
 def get(args, kind, code):
     """Return one category by kind and code (in the default standard unless `standard` is given)."""
     return category_by_key(args.get("standard", current_app.config["DEFAULT_CATEGORY_STANDARD"]), kind, code)

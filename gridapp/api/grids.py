@@ -4,6 +4,7 @@ from flask_smorest import Blueprint
 from geo.grid import is_cell_code
 from gridapp.api.security import require
 from gridapp.errors import ValidationFailed
+from gridapp.errors import PROBLEM_MIME
 from gridapp.schemas.common import ProblemSchema
 from gridapp.schemas.grids import CellCollectionSchema, CellFeatureSchema, CellPageArgs, LocateArgs, LocateResultSchema
 from gridapp.services import grids
@@ -35,7 +36,7 @@ def list_cells(args):
 @blp.route("/cells/<string:code>")
 @require("grid.read")
 @blp.response(200, CellFeatureSchema, content_type=GEOJSON)
-@blp.alt_response(404, schema=ProblemSchema, description="grid.not_found")
+@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="grid.not_found")
 def get_cell(code):
     """Return one current cell by its 15-digit code, with its grid workers."""
     if not is_cell_code(code):
@@ -48,7 +49,7 @@ def get_cell(code):
 @require("grid.read")
 @blp.arguments(LocateArgs, location="query")
 @blp.response(200, LocateResultSchema)
-@blp.alt_response(404, schema=ProblemSchema, description="grid.not_found: the point is in no cell of your area")
+@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="grid.not_found: the point is in no cell of your area")
 def locate(args):
     """Return the cell containing a point; a point on a shared edge goes to the lowest code."""
     return grids.locate(scope_prefix(g.user), args["lon"], args["lat"], args["crs"])

@@ -82,7 +82,8 @@ def test_feature_collection_is_rfc7946():
     assert collection["type"] == "FeatureCollection"
     assert collection["numberMatched"] == 1
     assert "crs" not in collection
-    assert json.loads(json.dumps(collection))["features"][0]["geometry"] == {"type": "Point", "coordinates": [120.0, 30.0]}
+    geometry = json.loads(json.dumps(collection))["features"][0]["geometry"]
+    assert geometry == {"type": "Point", "coordinates": [120.0, 30.0]}
 
 
 def test_feature_collection_of_nothing():

@@ -31,7 +31,9 @@ def test_split_rejects_bad_code():
         split_cell_code("33010600100200")
 
 
-@pytest.mark.parametrize(("code", "level"), [("330106", "county"), ("330106001", "township"), ("330106001002", "village")])
+@pytest.mark.parametrize(
+    ("code", "level"), [("330106", "county"), ("330106001", "township"), ("330106001002", "village")]
+)
 def test_area_level_for_code(code, level):
     assert area_level_for_code(code) == level
     assert len(code) == AREA_CODE_LENGTHS[level]

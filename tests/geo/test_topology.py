@@ -92,7 +92,8 @@ def test_overlapping_cells():
     assert kinds(report) == ["overlap"]
     fault = report.errors[0]
     assert fault.codes == (cells[0].code, cells[1].code)
-    assert fault.details["area_m2"] == pytest.approx(geodesic_area(shapely.box(east, south, east + WIDTH / 5, north)), rel=1e-3)
+    overlap = shapely.box(east, south, east + WIDTH / 5, north)
+    assert fault.details["area_m2"] == pytest.approx(geodesic_area(overlap), rel=1e-3)
 
 
 def test_overlap_below_threshold_is_ignored():
@@ -162,6 +163,17 @@ def test_ten_thousand_cells():
     for n in range(16):
         west, north = WEST + (n % 4) * 25 * WIDTH, NORTH - (n // 4) * 25 * HEIGHT
         village = f"{TOWNSHIP}{n + 1:03d}"
-        cells += [CellInput(code, None, poly) for code, poly in square_cells(west, north, WIDTH, HEIGHT, 25, 25, village)]
+        cells += [CellInput(c, None, p) for c, p in square_cells(west, north, WIDTH, HEIGHT, 25, 25, village)]
     assert len(cells) == 10_000
     assert check_cells(cells, TOWNSHIP).faults == []
+
+
+def test_report_with_faults_is_json_ready():
+    cells = grid()
+    cells.pop(5)
+    cells[0] = replace(cells[0], code="33010600100100")
+    report = check_cells(cells, TOWNSHIP).as_dict()
+    assert json.loads(json.dumps(report)) == report
+    assert report["ok"] is False
+    assert (report["error_count"], report["warning_count"]) == (1, 1)
+    assert {f["kind"]: f["severity"] for f in report["faults"]} == {"bad_code": "error", "gap": "warning"}
