@@ -6,7 +6,6 @@ Names and codes are plausible, not official; see docs/demo-data.md.
 import zlib
 from pathlib import Path
 
-from shapely.geometry import box
 from sqlalchemy import select
 
 from geo.grid import square_cells

@@ -9,6 +9,8 @@ from pyogrio import raw
 
 from geo.errors import CRSRequired, UnreadableFile
 from geo.io import detect_dbf_encoding, layers, read_features
+from tests import geodata
+from tests.geodata import set_ldid, zip_shapefile
 
 CELLS = [shapely.box(120.0, 30.0, 120.001, 30.001), shapely.box(120.001, 30.0, 120.002, 30.001)]
 CODES = ["330106001001001", "330106001001002"]
@@ -16,40 +18,11 @@ NAMES = ["东风村第一网格", "东风村第二网格"]
 
 
 def write_layer(path, geoms=CELLS, fields=None, crs="EPSG:4490", **kwargs):
-    """Write polygons and string fields with pyogrio; GDAL derives the format from the suffix."""
-    fields = fields if fields is not None else {"CODE": CODES, "NAME": NAMES}
-    wkb = np.array([shapely.to_wkb(g) for g in geoms], dtype=object)
-    columns = [np.array(values, dtype=object) for values in fields.values()]
-    if crs is None:
-        with pytest.warns(UserWarning, match="'crs' was not provided"):
-            raw.write(path, wkb, columns, list(fields), geometry_type="Polygon", **kwargs)
-    else:
-        raw.write(path, wkb, columns, list(fields), geometry_type="Polygon", crs=crs, **kwargs)
-    return path
-
-
-def zip_shapefile(shp, folder=""):
-    """Zip a Shapefile and all its sidecars, optionally inside a folder of the archive."""
-    archive = shp.with_name(shp.stem + "-upload.zip")
-    with zipfile.ZipFile(archive, "w") as zf:
-        for sidecar in sorted(shp.parent.glob(shp.stem + ".*")):
-            zf.write(sidecar, f"{folder}{sidecar.name}")
-    return archive
-
-
-def set_ldid(dbf, ldid):
-    """Overwrite the DBF language driver id (header byte 29), as other desktop GIS tools write it."""
-    data = bytearray(dbf.read_bytes())
-    data[29] = ldid
-    dbf.write_bytes(bytes(data))
+    return geodata.write_layer(path, geoms, fields if fields is not None else {"CODE": CODES, "NAME": NAMES}, crs, **kwargs)
 
 
 def gbk_shapefile(tmp_path, ldid):
-    """Write the cells with GBK attributes and no .cpg, like files from Chinese ArcGIS/MapGIS desktops."""
-    shp = write_layer(tmp_path / "cells.shp", encoding="GBK")
-    shp.with_suffix(".cpg").unlink()
-    set_ldid(shp.with_suffix(".dbf"), ldid)
-    return shp
+    return geodata.gbk_shapefile(tmp_path, ldid, CELLS, {"CODE": CODES, "NAME": NAMES})
 
 
 def same_geometries(features, expected=CELLS, tol=1e-9):
