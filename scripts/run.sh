@@ -16,13 +16,16 @@ $FLASK db upgrade
 $FLASK demo load
 
 pids=()
+# Ctrl-C reaches every process of the terminal's group, so on INT we only wait (a second signal would
+# make the RQ worker abandon its job); on TERM or when one process died, we pass TERM on ourselves.
 stop() {
   trap - INT TERM EXIT
   echo "[run] stopping"
-  kill -TERM "${pids[@]}" 2>/dev/null || true
+  [ "$1" = INT ] || kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop INT' INT
+trap 'stop TERM' TERM EXIT
 
 .venv/bin/gunicorn --bind "127.0.0.1:$PORT" --worker-class gthread --workers 2 --threads 4 \
   --access-logfile - wsgi:app & pids+=($!)
