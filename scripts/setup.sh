@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine (run as root): system packages, services,
-# the Python venv, the database with PostGIS, and migrations. Usage: scripts/setup.sh DBNAME
+# the Python venv, and each named database with PostGIS. Usage: scripts/setup.sh DBNAME [DBNAME...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DB_NAME="${1:-gridapp}"
+DB_NAMES=("${@:-gridapp}")
 DB_USER="${GRIDAPP_DB_USER:-gridapp}"
 DB_PASSWORD="${GRIDAPP_DB_PASSWORD:-gridapp}"
 PG_VERSION=15
@@ -57,9 +57,12 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" != 1
   say "creating role $DB_USER"
   psql_admin -c "CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD'"
 fi
-if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
-  say "creating database $DB_NAME"
-  psql_admin -c "CREATE DATABASE $DB_NAME OWNER $DB_USER"
-fi
-psql_admin -d "$DB_NAME" -c "CREATE EXTENSION IF NOT EXISTS postgis"
-say "database $DB_NAME ready ($(psql_admin -d "$DB_NAME" -c 'SELECT postgis_lib_version()') PostGIS)"
+for DB_NAME in "${DB_NAMES[@]}"; do
+  if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
+    say "creating database $DB_NAME"
+    psql_admin -c "CREATE DATABASE $DB_NAME OWNER $DB_USER"
+  fi
+  psql_admin -d "$DB_NAME" -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS postgis"
+  version=$(psql_admin -d "$DB_NAME" -c 'SELECT postgis_lib_version()')
+  say "database $DB_NAME ready (PostGIS $version)"
+done

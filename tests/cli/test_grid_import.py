@@ -218,3 +218,11 @@ def test_reimport_keeps_history_and_workers(runner, township, tmp_path):
     assert [u.username for u in versions[1].workers] == ["worker"]
     assert [c.code for c in db.session.get(type(worker), worker.id).cells if c.valid_to is None] == [codes[0]]
     assert stored() == 8 and stored(current_only=False) == 11
+
+
+def test_unknown_crs_is_refused(runner, township, tmp_path):
+    codes, names, polygons = grid(1, 1)
+    path = write_geojson(tmp_path / "g.geojson", polygons, {"code": codes})
+    result, report = run_import(runner, path, "--crs", "EPSG:999999")
+    assert result.exit_code != 0 and report["code"] == "geo.unsupported_crs"
+    assert_nothing_written()
