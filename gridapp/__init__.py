@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask
+
 from gridapp.config import Defaults
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from geo.errors import GeometryError
 from geo.io import read_features
 from gridapp.errors import AppError
-from gridapp.jobs.worker import run_scheduler, run_worker
 from gridapp.extensions import db
+from gridapp.jobs.worker import run_scheduler, run_worker
 from gridapp.models import AREA_LEVELS, ROLES, GridCell, Squad, User
 from gridapp.services.areas import area_by_code, ensure_area
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv

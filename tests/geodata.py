@@ -7,6 +7,7 @@ import pytest
 import shapely
 from pyogrio import raw
 
+
 def write_layer(path, geoms, fields, crs="EPSG:4490", **kwargs):
     """Write polygons and string fields with pyogrio; GDAL derives the format from the suffix."""
     wkb = np.array([shapely.to_wkb(g) for g in geoms], dtype=object)

@@ -1,9 +1,9 @@
 from sqlalchemy import text
 
 from gridapp.extensions import db
+from gridapp.models import ROLES, User
 from gridapp.services.access import scope_prefix
 from gridapp.services.grids import locate
-from gridapp.models import ROLES, User
 
 TABLES = ["admin_areas", "grid_cells", "grid_cell_workers", "users", "enforcement_teams", "squads",
           "squad_areas", "categories", "category_conditions"]

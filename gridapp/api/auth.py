@@ -1,12 +1,12 @@
-from datetime import timezone
+from datetime import UTC
 
 from flask import current_app, g
 from flask_smorest import Blueprint
 
 from gridapp.api.security import require
+from gridapp.errors import PROBLEM_MIME
 from gridapp.extensions import db
 from gridapp.schemas.auth import TokenRequestSchema, TokenSchema, UserSchema
-from gridapp.errors import PROBLEM_MIME
 from gridapp.schemas.common import ProblemSchema
 from gridapp.services.auth import issue_token, revoke_token
 
@@ -22,7 +22,7 @@ def create_token(body):
     """Exchange a username and password for a bearer token."""
     token, row = issue_token(body["username"], body["password"], current_app.config["TOKEN_TTL_SECONDS"])
     db.session.commit()
-    return {"access_token": token, "token_type": "Bearer", "expires_at": row.expires_at.astimezone(timezone.utc),
+    return {"access_token": token, "token_type": "Bearer", "expires_at": row.expires_at.astimezone(UTC),
             "user": row.user}
 
 

@@ -2,8 +2,8 @@ from flask import current_app
 from flask_smorest import Blueprint
 
 from gridapp.api.security import require
-from gridapp.schemas.categories import CategoryListArgs, CategorySchema
 from gridapp.errors import PROBLEM_MIME
+from gridapp.schemas.categories import CategoryListArgs, CategorySchema
 from gridapp.schemas.common import ProblemSchema
 from gridapp.services.categories import category_by_key, list_categories
 

@@ -3,8 +3,7 @@ from flask_smorest import Blueprint
 
 from geo.grid import is_cell_code
 from gridapp.api.security import require
-from gridapp.errors import ValidationFailed
-from gridapp.errors import PROBLEM_MIME
+from gridapp.errors import PROBLEM_MIME, ValidationFailed
 from gridapp.schemas.common import ProblemSchema
 from gridapp.schemas.grids import CellCollectionSchema, CellFeatureSchema, CellPageArgs, LocateArgs, LocateResultSchema
 from gridapp.services import grids

@@ -5,8 +5,8 @@ Revises:
 Create Date: 2026-11-22 02:27:15.906191
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from geoalchemy2 import Geometry
 from sqlalchemy.dialects import postgresql
 
