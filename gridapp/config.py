@@ -26,6 +26,16 @@ class Defaults:
     CELLS_PAGE_DEFAULT = 500
     CELLS_PAGE_MAX = 5000
 
+    # Offline sync (docs/sync-protocol.md); GET /api/v1/sync/config advertises these.
+    DEVICE_ACCESS_TTL_SECONDS = 15 * 60
+    DEVICE_REFRESH_TTL_SECONDS = 60 * 24 * 3600
+    SYNC_MAX_BATCH_MUTATIONS = 200
+    SYNC_MAX_INFLATED_BYTES = 8 * 1024 * 1024  # a gzip body may not inflate beyond this
+    SYNC_PULL_DEFAULT_LIMIT = 500
+    SYNC_PULL_MAX_LIMIT = 1000
+    SYNC_SCOPE_GRACE_DAYS = 30  # pending work from cells a worker lost is accepted this long
+    SYNC_UNKNOWN_INCIDENT_DAYS = 7  # an update whose incident never arrives is retried this long
+
     # Display time zone (storage is always UTC).
     DISPLAY_TIMEZONE = "Asia/Shanghai"
 

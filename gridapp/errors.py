@@ -90,12 +90,45 @@ class CategoryNotFound(NotFound):  # no event category with this standard/kind/c
     code, default_message = "category.not_found", "No event category found."
 
 
+class IncidentNotFound(NotFound):  # no incident with this id in the caller's area
+    code, default_message = "incident.not_found", "No incident found."
+
+
 class GridImportRejected(AppError):  # the topology check found errors; details.report lists them
     code, http_status, default_message = "grid.import_rejected", 422, "The grid file failed the topology check."
 
 
 class CatalogueInvalid(AppError):  # a category catalogue file has bad rows; details.rows lists them
     code, http_status, default_message = "category.invalid_catalogue", 422, "The category catalogue is invalid."
+
+
+# --- offline sync ------------------------------------------------------------------------------
+class DeviceRevoked(Forbidden):  # the device was revoked: every call is refused; the phone wipes its data
+    code, default_message = "sync.device_revoked", "This device has been revoked."
+
+
+class DeviceDraining(Forbidden):  # a draining device may push what it holds but pulls nothing more
+    code, default_message = "sync.device_draining", "This device is draining: push pending work, then sign out."
+
+
+class DeviceTokenRequired(AuthRequired):  # a sync endpoint called with a user token instead of a device token
+    code, default_message = "sync.device_token_required", "This endpoint needs a device token."
+
+
+class CursorInvalid(AppError):  # a pull cursor that is malformed, forged or for another device
+    code, http_status, default_message = "sync.cursor_invalid", 400, "The cursor is not valid for this device."
+
+
+class ProtocolUnsupported(AppError):  # a protocol version this server does not speak
+    code, http_status, default_message = "sync.protocol_unsupported", 400, "Unsupported protocol version."
+
+
+class ReviewItemNotFound(NotFound):  # no open quarantine item or conflict with this id in the caller's area
+    code, default_message = "sync.review_item_not_found", "No such quarantine item or conflict."
+
+
+class ReviewItemClosed(Conflict):  # the quarantine item or conflict was already resolved
+    code, default_message = "sync.review_item_closed", "This item was already resolved."
 
 
 # geo.errors.* keep their own codes (geo.invalid_geometry, geo.unsupported_crs, geo.crs_required,

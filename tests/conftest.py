@@ -22,8 +22,8 @@ TEST_CONFIG = {
     "ARGON2_TIME_COST": 1,
     "ARGON2_MEMORY_KIB": 1024,
 }
-# Tables that survive between tests: PostGIS's own and the migration marker.
-KEEP_TABLES = {"spatial_ref_sys", "alembic_version"}
+# Tables that survive between tests: PostGIS's own, the migration marker and the sync counter (monotonic).
+KEEP_TABLES = {"spatial_ref_sys", "alembic_version", "sync_counter"}
 
 
 def _drop_everything():
@@ -33,6 +33,13 @@ def _drop_everything():
     )).scalars().all()
     if names:
         db.session.execute(text("DROP TABLE " + ", ".join(f'"{n}"' for n in names) + " CASCADE"))
+    # Our functions (the sync_seq stamping), not PostGIS's: those belong to the extension.
+    functions = db.session.execute(text("""
+        SELECT p.oid::regprocedure::text FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""")).scalars().all()
+    for function in functions:
+        db.session.execute(text(f"DROP FUNCTION {function} CASCADE"))
     db.session.commit()
 
 

@@ -3,11 +3,20 @@ from gridapp.models.area import AREA_LEVELS, AdminArea
 from gridapp.models.base import Base, utcnow
 from gridapp.models.category import CATEGORY_KINDS, TIME_UNITS, Category, CategoryCondition
 from gridapp.models.grid import GridCell, GridImport, grid_cell_workers
+from gridapp.models.incident import (
+    DISPATCH_FIELDS, INCIDENT_STATUSES, WORKER_FIELDS, CaseNumberCounter, Incident, IncidentNote, IncidentRevision,
+)
 from gridapp.models.squad import EnforcementTeam, Squad, squad_areas
+from gridapp.models.sync import (
+    DEVICE_STATES, AuditEvent, Device, DeviceRefreshToken, QuarantineItem, ScopeExit, SyncConflict, SyncCounter,
+    SyncDeferral, SyncReceipt, WorkerScope,
+)
 from gridapp.models.user import ROLES, SQUAD_ROLES, ApiToken, User
 
 __all__ = [
-    "AREA_LEVELS", "AdminArea", "ApiToken", "Base", "CATEGORY_KINDS", "Category", "CategoryCondition",
-    "EnforcementTeam", "GridCell", "GridImport", "ROLES", "SQUAD_ROLES", "Squad", "TIME_UNITS", "User",
-    "grid_cell_workers", "squad_areas", "utcnow",
+    "AREA_LEVELS", "AdminArea", "ApiToken", "AuditEvent", "Base", "CATEGORY_KINDS", "CaseNumberCounter", "Category",
+    "CategoryCondition", "DEVICE_STATES", "DISPATCH_FIELDS", "Device", "DeviceRefreshToken", "EnforcementTeam",
+    "GridCell", "GridImport", "INCIDENT_STATUSES", "Incident", "IncidentNote", "IncidentRevision", "QuarantineItem",
+    "ROLES", "SQUAD_ROLES", "ScopeExit", "Squad", "SyncConflict", "SyncCounter", "SyncDeferral", "SyncReceipt", "TIME_UNITS", "User",
+    "WORKER_FIELDS", "WorkerScope", "grid_cell_workers", "squad_areas", "utcnow",
 ]

@@ -1,5 +1,5 @@
 """Event/component catalogue (事项/部件) with 立案/结案 conditions and time limits, as data."""
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gridapp.models.base import Base, TimestampMixin
@@ -27,6 +27,8 @@ class Category(TimestampMixin, Base):
     major_name: Mapped[str] = mapped_column(String(100))
     is_local_extension: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Phones receive the catalogue through sync pull, ordered like every synced row.
+    sync_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     conditions: Mapped[list["CategoryCondition"]] = relationship(
         back_populates="category", order_by="CategoryCondition.seq", cascade="all, delete-orphan"

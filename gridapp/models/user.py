@@ -1,7 +1,8 @@
 """Users, their roles and areas, and API bearer tokens."""
+import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, String
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gridapp.models.area import AdminArea
@@ -41,6 +42,8 @@ class User(TimestampMixin, Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped whenever a grid worker's cells change; phones see it and re-scope (sync protocol).
+    scope_epoch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     area: Mapped[AdminArea] = relationship()
     squad: Mapped["Squad | None"] = relationship(back_populates="members")  # noqa: F821
@@ -55,6 +58,8 @@ class ApiToken(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Set for a phone's short-lived access token: the token dies with the device.
+    device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

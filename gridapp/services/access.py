@@ -18,6 +18,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "squad.read": ALL_ROLES,
     # The list of users (with phone numbers) is for the people who run the deployment.
     "user.read": frozenset({"admin", "duty_chief"}),
+    # Phones: grid workers push and pull with a device token.
+    "sync.push": frozenset({"grid_worker"}),
+    "sync.pull": frozenset({"grid_worker"}),
+    # Incidents as reported, and what sync could not apply, for the dispatch centre.
+    "incident.read": STAFF,
+    "sync.review": frozenset({"dispatcher", "duty_chief", "admin"}),
+    "device.read": frozenset({"dispatcher", "duty_chief", "admin"}),
+    "device.manage": frozenset({"duty_chief", "admin"}),
 }
 
 

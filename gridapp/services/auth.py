@@ -14,23 +14,38 @@ from gridapp.services.passwords import verify_password
 TOKEN_PREFIX = "gat_"
 
 
-def _digest(token: str) -> str:
+def digest(token: str) -> str:
+    """Return the SHA-256 (hex) under which a secret token is stored."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(username: str, password: str, ttl_seconds: int) -> tuple[str, ApiToken]:
-    """Check credentials and create a bearer token; return the token text (shown once) and its row.
+def check_credentials(username: str, password: str) -> User:
+    """Return the active user with these credentials.
 
     :raises InvalidCredentials: unknown user, wrong password or disabled user (one answer for all).
     """
     user = db.session.scalar(select(User).where(User.username == username))
     if not verify_password(user.password_hash if user else None, password) or not user.is_active:
         raise InvalidCredentials()
+    return user
+
+
+def new_token(user: User, ttl_seconds: int, device_id=None) -> tuple[str, ApiToken]:
+    """Create a bearer token for a user (and device); return the token text (shown once) and its row."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user=user, token_hash=_digest(token), expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+    row = ApiToken(user=user, token_hash=digest(token), device_id=device_id,
+                   expires_at=utcnow() + timedelta(seconds=ttl_seconds))
     db.session.add(row)
     db.session.flush()
     return token, row
+
+
+def issue_token(username: str, password: str, ttl_seconds: int) -> tuple[str, ApiToken]:
+    """Check credentials and create a bearer token.
+
+    :raises InvalidCredentials: see check_credentials.
+    """
+    return new_token(check_credentials(username, password), ttl_seconds)
 
 
 def user_for_token(token: str | None) -> tuple[User, ApiToken]:
@@ -43,7 +58,7 @@ def user_for_token(token: str | None) -> tuple[User, ApiToken]:
     row = db.session.scalar(
         select(ApiToken)
         .options(joinedload(ApiToken.user).joinedload(User.area))
-        .where(ApiToken.token_hash == _digest(token))
+        .where(ApiToken.token_hash == digest(token))
     )
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.user.is_active:
         raise AuthRequired()

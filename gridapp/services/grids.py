@@ -14,6 +14,7 @@ from geo.validate import validate_polygon
 from gridapp.errors import GridImportRejected, GridNotFound
 from gridapp.extensions import db
 from gridapp.models import AdminArea, GridCell, GridImport, utcnow
+from gridapp.services.scope import refresh_scope
 
 # One SQL shape renders a cell as an RFC 7946 Feature, so the page and the single cell agree and the
 # JSON is built by PostgreSQL (far cheaper than shapely + json.dumps per cell). Geometries are stored
@@ -43,8 +44,8 @@ _ONE_SQL = text(_FEATURE_SQL.format(where="AND c.code = :code"))
 
 # A point on an edge or vertex shared by several cells belongs to the one with the lowest code.
 _LOCATE_SQL = text("""
-SELECT c.code, c.name, v.code AS village_code, v.name AS village_name, t.code AS township_code,
-       t.name AS township_name
+SELECT c.id, c.code, c.name, v.code AS village_code, v.name AS village_name, c.township_id,
+       t.code AS township_code, t.name AS township_name
 FROM grid_cells c
 JOIN admin_areas v ON v.id = c.village_id
 JOIN admin_areas t ON t.id = c.township_id
@@ -98,7 +99,7 @@ def locate(prefix: str, lon: float, lat: float, crs: str = "wgs84") -> dict:
     :raises OutsideChina: a gcj02/bd09 point outside China, where those systems are undefined.
     """
     lon84, lat84 = geo.crs.to_wgs84(lon, lat, crs)
-    row = db.session.execute(_LOCATE_SQL, {"prefix": prefix, "lon": lon84, "lat": lat84}).first()
+    row = cell_at(lon84, lat84, prefix)
     if row is None:
         raise GridNotFound("No grid cell contains this point.", lon=lon84, lat=lat84)
     return {
@@ -107,6 +108,14 @@ def locate(prefix: str, lon: float, lat: float, crs: str = "wgs84") -> dict:
         "township": {"code": row.township_code, "name": row.township_name},
         "lon": lon84, "lat": lat84,
     }
+
+
+def cell_at(lon: float, lat: float, prefix: str = ""):
+    """Return the current cell row (id, code, township_id, names) containing a WGS84 point, or None.
+
+    The empty prefix searches every township: the server places incidents, whoever reports them.
+    """
+    return db.session.execute(_LOCATE_SQL, {"prefix": prefix, "lon": lon, "lat": lat}).first()
 
 
 # --- import ---------------------------------------------------------------------------------------
@@ -240,6 +249,10 @@ def import_cells(
             cell.workers = list(current[code].workers)
         db.session.add(cell)
     db.session.flush()
+    # Workers of retired cells lose them: their phones must evict those cells' incidents.
+    for user in {worker for code in retired for worker in current[code].workers}:
+        db.session.refresh(user, ["cells"])
+        refresh_scope(user)
     return ImportResult(grid_import, summary, report_dict, created)
 
 

@@ -6,6 +6,7 @@ from gridapp.errors import Conflict, ValidationFailed
 from gridapp.extensions import db
 from gridapp.models import ROLES, SQUAD_ROLES, AdminArea, GridCell, Squad, User
 from gridapp.services.passwords import hash_password
+from gridapp.services.scope import refresh_scope
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -54,6 +55,7 @@ def assign_cells(user: User, cells: list[GridCell]) -> None:
         raise ValidationFailed("Cells outside the worker's township.", cells=outside)
     user.cells = cells
     db.session.flush()
+    refresh_scope(user)
 
 
 def users_in_scope(prefix: str, role: str | None = None) -> list[User]:

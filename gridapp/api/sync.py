@@ -1,0 +1,262 @@
+"""HTTP adapter for sync/: push (a transaction per mutation), pull, verify, config, review."""
+import logging
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app, g, request
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from gridapp.api.security import require
+from gridapp.errors import CursorInvalid, DeviceDraining, PayloadTooLarge, ProtocolUnsupported
+from gridapp.extensions import db
+from gridapp.models import Incident, IncidentNote, utcnow
+from gridapp.services.access import scope_prefix
+from sync import protocol as p
+from sync import pull as pull_
+from sync import review
+from sync.devices import device_for_token
+from sync.push import PushContext, apply_mutation
+from sync.schemas import PullArgsSchema, PullPageSchema, PushBatchSchema, PushResultSchema, VerifySchema
+
+log = logging.getLogger(__name__)
+blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline sync for phones")
+
+# PostgreSQL's serialization failure and deadlock: the same work may succeed when tried again.
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+ATTEMPTS = 3
+
+
+@blp.route("/config")
+@require("sync.pull")
+@blp.response(200)
+def config():
+    """Advertise the protocol version and limits a phone must respect."""
+    cfg = current_app.config
+    return {
+        "protocol_version": p.PROTOCOL_VERSION,
+        "mutation_types": list(p.MUTATION_TYPES),
+        "max_batch_mutations": cfg["SYNC_MAX_BATCH_MUTATIONS"],
+        "max_body_bytes": cfg["MAX_CONTENT_LENGTH"],
+        "max_inflated_bytes": cfg["SYNC_MAX_INFLATED_BYTES"],
+        "pull_max_limit": cfg["SYNC_PULL_MAX_LIMIT"],
+        "access_token_seconds": cfg["DEVICE_ACCESS_TTL_SECONDS"],
+        "scope_grace_days": cfg["SYNC_SCOPE_GRACE_DAYS"],
+        "unknown_incident_retry_days": cfg["SYNC_UNKNOWN_INCIDENT_DAYS"],
+        "gzip": True,
+    }
+
+
+def _clock(device) -> tuple[int | None, bool]:
+    """Estimate the device clock's offset from X-Device-Time; record it; never reject for it."""
+    header = request.headers.get("X-Device-Time")
+    if not header:
+        return None, False
+    try:
+        device_time = datetime.fromisoformat(header.replace("Z", "+00:00"))
+        if device_time.tzinfo is None:
+            device_time = device_time.replace(tzinfo=UTC)
+        offset = int((utcnow() - device_time).total_seconds() * 1000)
+    except (ValueError, OverflowError):
+        return None, True
+    device.clock_offset_ms, device.last_seen_at = offset, utcnow()
+    return offset, abs(offset) > p.CLOCK_SUSPECT_MS
+
+
+@blp.route("/mutations", methods=["POST"])
+@require("sync.push")
+@blp.arguments(PushBatchSchema)
+@blp.response(200, PushResultSchema)
+def push(batch):
+    """Apply a batch of mutations, each in its own transaction, with a result per item (always 200)."""
+    if batch["protocol_version"] != p.PROTOCOL_VERSION:
+        raise ProtocolUnsupported(supported=[p.PROTOCOL_VERSION])
+    limit = current_app.config["SYNC_MAX_BATCH_MUTATIONS"]
+    if len(batch["mutations"]) > limit:
+        raise PayloadTooLarge(f"At most {limit} mutations per batch.", limit_mutations=limit)
+    device = device_for_token(g.token)
+    offset, suspect = _clock(device)
+    db.session.commit()
+    cfg = current_app.config
+    ctx = PushContext(user=g.user, device=device, clock_suspect=suspect,
+                      grace=timedelta(days=cfg["SYNC_SCOPE_GRACE_DAYS"]),
+                      unknown_incident_window=timedelta(days=cfg["SYNC_UNKNOWN_INCIDENT_DAYS"]))
+    results = [_apply_in_own_transaction(raw, ctx) for raw in batch["mutations"]]
+    _add_applied_seq(results)
+    return {"results": results, "server_time": utcnow(), "clock_offset_ms": offset, "clock_suspect": suspect}
+
+
+def _apply_in_own_transaction(raw, ctx: PushContext) -> dict:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            result = apply_mutation(raw, ctx)
+            db.session.commit()
+            return result
+        except IntegrityError:
+            # Another request committed the same mutation (or id) first: the next attempt sees its receipt.
+            db.session.rollback()
+            log.info("push: integrity race on attempt %d, retrying", attempt)
+        except OperationalError as exc:
+            db.session.rollback()
+            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                raise
+            log.info("push: %s on attempt %d, retrying", exc.orig.sqlstate, attempt)
+    mutation_id = raw.get("mutation_id") if isinstance(raw, dict) else None
+    return {"mutation_id": mutation_id, "status": p.RETRY, "code": "server_busy", "retry_after_s": 5}
+
+
+def _add_applied_seq(results: list[dict]) -> None:
+    """Tell the phone the sync position of each effect: once its cursor passes it, its overlay can go."""
+    incident_ids = {_uuid(r.get("incident_id")) for r in results} - {None}
+    note_ids = {_uuid(r.get("note_id")) for r in results} - {None}
+    seqs = {}
+    if incident_ids:
+        seqs.update(db.session.execute(select(Incident.id, Incident.sync_seq).where(Incident.id.in_(incident_ids))).all())
+    if note_ids:
+        seqs.update(db.session.execute(select(IncidentNote.id, IncidentNote.sync_seq)
+                                       .where(IncidentNote.id.in_(note_ids))).all())
+    for result in results:
+        seq = seqs.get(_uuid(result.get("note_id")) or _uuid(result.get("incident_id")))
+        if seq is not None and result["status"] != p.QUARANTINED:
+            result["applied_seq"] = seq
+
+
+def _uuid(value):
+    return p.parse_uuid(value) if value else None
+
+
+def _state(cursor: str | None, device, user) -> dict:
+    if cursor is None:
+        return pull_.initial_state(device, user)
+    try:
+        state = p.decode_cursor(cursor, current_app.config["SECRET_KEY"].encode())
+    except p.CursorInvalid as exc:
+        raise CursorInvalid() from exc
+    if state.get("d") != str(device.id) or state.get("v") != p.PROTOCOL_VERSION:
+        raise CursorInvalid()
+    return state
+
+
+@blp.route("/changes")
+@require("sync.pull")
+@blp.arguments(PullArgsSchema, location="query")
+@blp.response(200, PullPageSchema)
+def changes(args):
+    """Return the next page of changes in the phone's scope; follow next_cursor until has_more is false."""
+    device = device_for_token(g.token)
+    if device.state == "draining":
+        raise DeviceDraining(wipe_after_drain=True)
+    user_id, device_id = g.user.id, device.id
+    db.session.commit()  # the snapshot must start a fresh transaction
+    pull_.start_snapshot()
+    device, user = db.session.get(type(device), device_id), db.session.get(type(g.user), user_id)
+    state = _state(args["cursor"], device, user)
+    limit = min(args["limit"] or current_app.config["SYNC_PULL_DEFAULT_LIMIT"], current_app.config["SYNC_PULL_MAX_LIMIT"])
+    page = pull_.changes(state, device, user, limit)
+    db.session.commit()  # the acknowledged position
+    return {"changes": page.changes, "next_cursor": p.encode_cursor(page.cursor_state, _key()),
+            "has_more": page.has_more, "high_water_seq": page.high_water_seq, "rescope": page.rescope,
+            "scope": page.scope, "server_time": utcnow()}
+
+
+def _key() -> bytes:
+    return current_app.config["SECRET_KEY"].encode()
+
+
+@blp.route("/verify", methods=["POST"])
+@require("sync.pull")
+@blp.arguments(VerifySchema)
+@blp.response(200)
+def verify(body):
+    """Compare the phone's per-bucket digests with the server's; a mismatch comes with a repair cursor."""
+    device = device_for_token(g.token)
+    state = _state(body["cursor"], device, g.user)
+    outcome = pull_.verify(state, g.user, body["buckets"])
+    if "repair_state" in outcome:
+        outcome["repair_cursor"] = p.encode_cursor(outcome.pop("repair_state"), _key())
+    return outcome
+
+
+# --- review, for the dispatch centre ----------------------------------------------------------------
+class ReviewListArgs(Schema):
+    state = fields.String(load_default="open")
+
+
+class QuarantineSchema(Schema):
+    id = fields.Integer()
+    mutation_id = fields.UUID(allow_none=True)
+    incident_id = fields.UUID(allow_none=True)
+    device_id = fields.UUID()
+    reporter = fields.Function(lambda item: db.session.get(type(g.user), item.user_id).username)
+    code = fields.String()
+    detail = fields.String()
+    payload = fields.Dict()
+    state = fields.String()
+    resolution_reason = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class QuarantineResolveSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["apply", "edit_and_apply", "discard"]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    payload = fields.Dict(load_default=None, metadata={"description": "the edited mutation (edit_and_apply)"})
+
+
+class ConflictSchema(Schema):
+    id = fields.Integer()
+    incident_id = fields.UUID()
+    field = fields.String()
+    base_value = fields.Raw()
+    server_value = fields.Raw()
+    client_value = fields.Raw()
+    resolution = fields.String()
+    state = fields.String()
+    created_at = fields.DateTime()
+
+
+class ConflictResolveSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["accept", "restore_server"]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+@blp.route("/quarantine")
+@require("sync.review")
+@blp.arguments(ReviewListArgs, location="query")
+@blp.response(200, QuarantineSchema(many=True))
+def list_quarantine(args):
+    """List quarantined mutations (with their payloads) from the caller's area."""
+    return review.quarantine_in_scope(scope_prefix(g.user), state=args["state"] if args["state"] != "all" else None)
+
+
+@blp.route("/quarantine/<int:item_id>/resolve", methods=["POST"])
+@require("sync.review")
+@blp.arguments(QuarantineResolveSchema)
+@blp.response(200)
+def resolve_quarantine(body, item_id):
+    """Apply, edit and apply, or discard a quarantined mutation, with a reason (audited)."""
+    outcome = review.resolve_quarantine(item_id, scope_prefix(g.user), g.user, body["action"], body["reason"],
+                                        body["payload"])
+    db.session.commit()
+    return outcome
+
+
+@blp.route("/conflicts")
+@require("sync.review")
+@blp.arguments(ReviewListArgs, location="query")
+@blp.response(200, ConflictSchema(many=True))
+def list_conflicts(args):
+    """List merge conflicts on incidents in the caller's area."""
+    state = {"open": "needs_review", "all": None}.get(args["state"], args["state"])
+    return review.conflicts_in_scope(scope_prefix(g.user), state=state)
+
+
+@blp.route("/conflicts/<int:conflict_id>/resolve", methods=["POST"])
+@require("sync.review")
+@blp.arguments(ConflictResolveSchema)
+@blp.response(200)
+def resolve_conflict(body, conflict_id):
+    """Accept the applied value or restore the other side's, with a reason (audited)."""
+    outcome = review.resolve_conflict(conflict_id, scope_prefix(g.user), g.user, body["action"], body["reason"])
+    db.session.commit()
+    return outcome

@@ -1,0 +1,47 @@
+"""Phones for sync tests: the reference client over the app in-process (WSGI) or a live server."""
+import gzip
+import json
+
+from sqlalchemy import func, select
+
+from gridapp.extensions import db
+from gridapp.models import QuarantineItem, SyncReceipt
+from sync.client import PhoneClient, Response
+from tests.factories import PASSWORD
+
+
+class WsgiTransport:
+    """Send the client's requests straight into the Flask app (same code path as HTTP, no socket)."""
+
+    def __init__(self, app):
+        self.client = app.test_client()
+        self.calls = []
+
+    def __call__(self, method, path, headers, body):
+        self.calls.append((method, path))
+        response = self.client.open(path, method=method, headers=headers, data=body)
+        data = response.get_data()
+        if response.headers.get("Content-Encoding") == "gzip":
+            data = gzip.decompress(data)
+        return Response(response.status_code, json.loads(data) if data else None)
+
+
+def phone(app, tmp_path, user, name="phone", register=True) -> PhoneClient:
+    client = PhoneClient(WsgiTransport(app), str(tmp_path / f"{name}.sqlite"))
+    if register:
+        client.register(user.username, PASSWORD)
+    return client
+
+
+def assert_exactly_once(*phones):
+    """The invariant: every mutation a phone generated has exactly one receipt or quarantine record."""
+    db.session.expire_all()
+    for client in phones:
+        assert client.outbox() == [], "the outbox drained"
+        for mutation_id, result in client.results().items():
+            receipts = db.session.scalar(select(func.count()).select_from(SyncReceipt)
+                                         .where(SyncReceipt.mutation_id == mutation_id))
+            quarantined = db.session.scalar(select(func.count()).select_from(QuarantineItem)
+                                            .where(QuarantineItem.mutation_id == mutation_id))
+            assert receipts == 1 or quarantined >= 1, (mutation_id, result)
+            assert receipts <= 1
