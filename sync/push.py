@@ -20,7 +20,7 @@ from gridapp.models import (
 from gridapp.services import incidents
 from gridapp.services.scope import codes_within_grace, current_scope
 from sync import protocol as p
-from sync.schemas import MUTATION_SCHEMAS, LocationSchema
+from sync.schemas import MUTATION_SCHEMAS, IncidentDataSchema
 
 
 @dataclass
@@ -219,11 +219,17 @@ def _update(mutation: dict, ctx: PushContext) -> dict:
     unknown = sorted(set(mutation["changes"]) - set(WORKER_FIELDS) - set(DISPATCH_FIELDS))
     if unknown:
         raise Quarantine(p.VALIDATION_FAILED, f"Unknown fields {unknown}.")
-    if "location" in mutation["changes"]:
-        change = mutation["changes"]["location"]
-        change["to"] = _location(change["to"])
+    # The new values of worker-owned fields pass the same checks as a report (length, ranges, cleaning).
+    wanted = {name: change["to"] for name, change in mutation["changes"].items() if name in WORKER_FIELDS}
+    try:
+        cleaned = IncidentDataSchema(partial=True).load(wanted)
+    except ValidationError as exc:
+        raise Quarantine(p.VALIDATION_FAILED, str(exc.messages)) from exc
+    for name, value in cleaned.items():
+        mutation["changes"][name]["to"] = value
+    if "location" in cleaned:
         try:
-            incidents.place(change["to"])
+            incidents.place(cleaned["location"])
         except GeometryError as exc:
             raise Quarantine(p.VALIDATION_FAILED, exc.message) from exc
     server = incidents.field_values(incident)
@@ -249,13 +255,6 @@ def _update(mutation: dict, ctx: PushContext) -> dict:
         "conflicts": [{"field": c.field, "resolution": c.resolution, "server_value": c.server_value,
                        "conflict_id": c.id} for c in conflicts],
     }
-
-
-def _location(value) -> dict:
-    try:
-        return LocationSchema().load(value)
-    except ValidationError as exc:
-        raise Quarantine(p.VALIDATION_FAILED, f"location: {exc.messages}") from exc
 
 
 def _conflict(incident, name, base, server_value, client_value, resolution, mutation) -> SyncConflict:

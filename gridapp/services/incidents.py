@@ -8,9 +8,10 @@ from shapely.geometry import Point
 from sqlalchemy import select, text
 
 import geo.crs
+from gridapp.errors import IncidentNotFound
 from gridapp.extensions import db
 from gridapp.models import (
-    Category, Device, Incident, IncidentNote, IncidentRevision, ScopeExit, User, utcnow,
+    AdminArea, Category, Device, Incident, IncidentNote, IncidentRevision, ScopeExit, User, utcnow,
 )
 from gridapp.services.grids import cell_at
 
@@ -153,3 +154,34 @@ def add_note(incident: Incident, note_id: uuid.UUID, author: User, text_: str,
     db.session.flush()
     return note
 
+
+
+def incidents_in_scope(prefix: str, *, outside_grid: bool | None = None, status: str | None = None,
+                       limit: int = 100, before: datetime | None = None) -> list[Incident]:
+    """List incidents of townships inside a scope, newest first (by receipt on the server)."""
+    query = (select(Incident).join(AdminArea, AdminArea.id == Incident.township_id)
+             .where(AdminArea.code.startswith(prefix)).order_by(Incident.received_at.desc(), Incident.id).limit(limit))
+    if outside_grid is not None:
+        query = query.where(Incident.is_outside_grid == outside_grid)
+    if status:
+        query = query.where(Incident.status == status)
+    if before:
+        query = query.where(Incident.received_at < before)
+    return list(db.session.scalars(query))
+
+
+def incident_in_scope(incident_id: uuid.UUID, prefix: str) -> Incident:
+    """Return one incident inside a scope.
+
+    :raises IncidentNotFound: none with that id in scope.
+    """
+    incident = db.session.get(Incident, incident_id)
+    if incident is None or not db.session.get(AdminArea, incident.township_id).code.startswith(prefix):
+        raise IncidentNotFound(id=str(incident_id))
+    return incident
+
+
+def revisions(incident: Incident) -> list[IncidentRevision]:
+    """Return an incident's revision history, oldest first."""
+    return list(db.session.scalars(select(IncidentRevision).where(IncidentRevision.incident_id == incident.id)
+                                   .order_by(IncidentRevision.version)))

@@ -10,7 +10,7 @@ from gridapp.services.access import PERMISSIONS
 from tests.factories import make_user, make_world, token_for
 
 SAMPLE_PATH_VALUES = {"code": "330521101001001", "kind": "event", "device_id": "00000000-0000-4000-8000-000000000000",
-                      "item_id": "1", "conflict_id": "1"}
+                      "item_id": "1", "conflict_id": "1", "incident_id": "00000000-0000-4000-8000-000000000001"}
 
 
 def _api_routes(app):
@@ -58,6 +58,10 @@ ROLE_ENDPOINTS = [
     ("GET", "/api/v1/categories", "category.read"),
     ("GET", "/api/v1/teams", "squad.read"),
     ("GET", "/api/v1/users", "user.read"),
+    ("GET", "/api/v1/incidents", "incident.read"),
+    ("GET", "/api/v1/sync/quarantine", "sync.review"),
+    ("GET", "/api/v1/sync/conflicts", "sync.review"),
+    ("GET", "/api/v1/devices", "device.read"),
 ]
 
 

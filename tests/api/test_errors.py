@@ -1,5 +1,6 @@
 """Every code in the error catalogue, triggered for real, in the one problem+json shape."""
 import inspect
+import uuid
 
 import pytest
 
@@ -51,6 +52,14 @@ TRIGGERS = {
     "grid.not_found": lambda c, x: c.get("/api/v1/grids/locate?lon=121&lat=31", headers=x["dispatcher"]),
     "area.not_found": lambda c, x: c.get("/api/v1/areas/999999", headers=x["dispatcher"]),
     "category.not_found": lambda c, x: c.get("/api/v1/categories/event/99999", headers=x["dispatcher"]),
+    "incident.not_found": lambda c, x: c.get(f"/api/v1/incidents/{uuid.uuid4()}", headers=x["dispatcher"]),
+    "sync.device_token_required": lambda c, x: c.get("/api/v1/sync/changes", headers=x["worker"]),
+    "sync.protocol_unsupported": None,  # tests/sync/test_pull_and_review.py
+    "sync.cursor_invalid": None,  # tests/sync/test_scope_and_devices.py
+    "sync.device_revoked": None,  # tests/sync/test_scope_and_devices.py
+    "sync.device_draining": None,  # tests/sync/test_scope_and_devices.py
+    "sync.review_item_not_found": None,  # tests/sync/test_pull_and_review.py
+    "sync.review_item_closed": None,  # tests/sync/test_pull_and_review.py
     "grid.import_rejected": None,  # CLI: tests/cli/test_grid_import.py
     "category.invalid_catalogue": None,  # CLI: tests/cli/test_categories.py
 }

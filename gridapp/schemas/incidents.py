@@ -1,0 +1,59 @@
+from geoalchemy2.shape import to_shape
+from marshmallow import Schema, fields, validate
+
+from gridapp.models import INCIDENT_STATUSES
+
+
+def _lonlat(incident):
+    point = to_shape(incident.location)
+    return [point.x, point.y]
+
+
+class NoteSchema(Schema):
+    id = fields.UUID()
+    text = fields.String()
+    author = fields.Function(lambda note: note.author.username)
+    created_at_device = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class RevisionSchema(Schema):
+    version = fields.Integer()
+    source = fields.String()
+    actor_id = fields.Integer()
+    mutation_id = fields.UUID(allow_none=True)
+    changes = fields.Dict()
+    created_at = fields.DateTime()
+
+
+class IncidentSchema(Schema):
+    id = fields.UUID()
+    case_number = fields.String()
+    version = fields.Integer()
+    status = fields.String()
+    category_code = fields.String(attribute="category_code_raw")
+    category_name = fields.Function(lambda i: i.category.name if i.category else None)
+    description = fields.String()
+    location = fields.Function(_lonlat, metadata={"description": "[lon, lat] in WGS84"})
+    raw_location = fields.Dict(metadata={"description": "the fix as the phone sent it"})
+    gps_accuracy_m = fields.Float(allow_none=True)
+    cell_code = fields.Function(lambda i: i.cell.code if i.cell else None)
+    is_outside_grid = fields.Boolean(metadata={"description": "in no cell: placed by hand by the dispatcher"})
+    reporter = fields.Function(lambda i: i.reporter.username)
+    created_at_device = fields.DateTime(allow_none=True)
+    clock_suspect = fields.Boolean()
+    received_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class IncidentDetailSchema(IncidentSchema):
+    notes = fields.List(fields.Nested(NoteSchema))
+    # The view loads the history (schemas never query) and hands it over as `history`.
+    revisions = fields.List(fields.Nested(RevisionSchema), attribute="history")
+
+
+class IncidentListArgs(Schema):
+    outside_grid = fields.Boolean()
+    status = fields.String(validate=validate.OneOf(INCIDENT_STATUSES))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    before = fields.AwareDateTime(metadata={"description": "received before this time (paging, newest first)"})
