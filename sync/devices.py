@@ -33,7 +33,7 @@ def register_device(username: str, password: str, install_id: str, platform: str
         device = Device(id=uuid.uuid4(), user_id=user.id, install_id=install_id)
         db.session.add(device)
     elif device.state == "revoked":
-        raise DeviceRevoked()
+        raise DeviceRevoked(wipe=True)
     device.platform, device.app_version, device.last_seen_at = platform, app_version, utcnow()
     db.session.flush()
     access, _ = new_token(user, access_ttl, device_id=device.id)
@@ -66,7 +66,7 @@ def rotate_refresh(refresh_token: str, access_ttl: int, refresh_ttl: int) -> tup
         set_state(device, "revoked", actor=None, reason="refresh token reused")
         return device, "", ""  # the caller commits the revocation, then refuses
     if device.state == "revoked":
-        raise DeviceRevoked()
+        raise DeviceRevoked(wipe=True)
     if row.expires_at <= utcnow() or not device.user.is_active:
         raise AuthRequired("The refresh token has expired; sign in again (the outbox is kept).")
     row.used_at = utcnow()
@@ -101,7 +101,7 @@ def device_for_token(token_row: ApiToken) -> Device:
         raise DeviceTokenRequired()
     device = db.session.get(Device, token_row.device_id)
     if device.state == "revoked":
-        raise DeviceRevoked()
+        raise DeviceRevoked(wipe=True)
     return device
 
 
