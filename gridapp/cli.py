@@ -36,6 +36,7 @@ def init_app(app):
         app.cli.add_command(group)
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)
+    app.cli.add_command(sync_cli)
 
 
 def _fail(exc: AppError | GeometryError):
@@ -191,3 +192,31 @@ def worker_command(burst, name):
 def scheduler_command(once):
     """Run the scheduler that enqueues periodic jobs."""
     run_scheduler(current_app.config["SCHEDULER_INTERVAL_SECONDS"], once=once)
+
+
+# --- offline sync ----------------------------------------------------------------------------------
+sync_cli = AppGroup("sync", help="Offline sync tools.")
+DEMO_WORKERS = [f"{prefix}_worker{number}" for prefix in ("qy", "xs") for number in range(1, 5)]
+
+
+@sync_cli.command("simulate")
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="Base URL of a running server.")
+@click.option("--phones", default=5, show_default=True, type=click.IntRange(1, 500), help="Simulated phones.")
+@click.option("--reports", default=10, show_default=True, type=click.IntRange(0, 10_000), help="Reports per phone.")
+@click.option("--password", help="Password of the demo grid workers (default: the demo password).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random reports.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the phones' SQLite stores (default: a new temporary folder).")
+def simulate_command(url, phones, reports, password, seed, workdir):
+    """Run phones of the demo grid workers (qy_worker1..4, xs_worker1..4 in turn) against a running server:
+    each registers, reports inside its cells, pushes, pulls and verifies; print what arrived."""
+    import tempfile
+
+    from gridapp.services.demo import DEMO_PASSWORD
+    from sync.simulate import format_table, simulate
+
+    users = [(DEMO_WORKERS[i % len(DEMO_WORKERS)], password or DEMO_PASSWORD) for i in range(phones)]
+    summary = simulate(url, users, reports, workdir or tempfile.mkdtemp(prefix="gridapp_phones_"), seed)
+    click.echo(format_table(summary))
+    if not summary["ok"]:
+        raise click.ClickException("Some phones did not end in sync; see the table.")

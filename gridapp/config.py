@@ -36,6 +36,11 @@ class Defaults:
     SYNC_SCOPE_GRACE_DAYS = 30  # pending work from cells a worker lost is accepted this long
     SYNC_UNKNOWN_INCIDENT_DAYS = 7  # an update whose incident never arrives is retried this long
 
+    # Dispatch (services/workflow.py, jobs/dispatch.py).
+    WEBHOOK_TIMEOUT_SECONDS = 5
+    OUTBOX_SWEEP_AFTER_SECONDS = 30  # an outbox message or notification older than this without a job is re-enqueued
+    DUE_SOON_WARNING_SECONDS = 3600  # warn the squad this long before a deadline
+
     # Display time zone (storage is always UTC).
     DISPLAY_TIMEZONE = "Asia/Shanghai"
 

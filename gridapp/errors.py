@@ -102,6 +102,23 @@ class CatalogueInvalid(AppError):  # a category catalogue file has bad rows; det
     code, http_status, default_message = "category.invalid_catalogue", 422, "The category catalogue is invalid."
 
 
+# --- case workflow --------------------------------------------------------------------------------
+class InvalidTransition(Conflict):  # the action is not possible from the case's current status
+    code, default_message = "workflow.invalid_transition", "This action is not possible in the case's current status."
+
+
+class ReasonRequired(AppError):  # the action needs a reason (return, reject, rework, …)
+    code, http_status, default_message = "workflow.reason_required", 422, "This action requires a reason."
+
+
+class NotAssignee(Conflict):  # the case is assigned to another squad, or the task to another worker
+    code, default_message = "workflow.not_assignee", "This case (or task) is assigned to someone else."
+
+
+class WorkflowInputInvalid(AppError):  # a parameter of the action is missing or wrong (squad, master case, …)
+    code, http_status, default_message = "workflow.invalid_input", 422, "The action's parameters are invalid."
+
+
 # --- offline sync ------------------------------------------------------------------------------
 class DeviceRevoked(Forbidden):  # the device was revoked: every call is refused; the phone wipes its data
     code, default_message = "sync.device_revoked", "This device has been revoked."

@@ -16,11 +16,12 @@ _INCIDENT_COLUMNS = """
     i.id, i.sync_seq, i.version, i.case_number, i.status, i.category_code_raw, i.description, i.raw_location,
     ST_X(i.location) AS lon, ST_Y(i.location) AS lat, i.gps_accuracy_m, c.code AS cell_code,
     i.is_outside_grid, i.priority, i.assigned_squad_id, u.username AS reporter, i.reporter_id,
-    i.created_at_device, i.received_at, i.updated_at, i.voided_at"""
+    i.created_at_device, i.received_at, i.updated_at, i.voided_at, i.due_at, tu.username AS task_user"""
 _INCIDENT_FROM = """
 FROM incidents i
 LEFT JOIN grid_cells c ON c.id = i.cell_id
-JOIN users u ON u.id = i.reporter_id"""
+JOIN users u ON u.id = i.reporter_id
+LEFT JOIN users tu ON tu.id = i.task_user_id"""
 
 # Incremental: per scoped cell (any version of its code) and for the reporter's own incidents, the
 # first :limit rows after the cursor by the (cell_id|reporter_id, sync_seq) indexes; then the overall
@@ -198,7 +199,9 @@ def _incident_change(row) -> dict:
                 "is_outside_grid": row.is_outside_grid, "priority": row.priority,
                 "assigned_squad": row.assigned_squad_id, "reporter": row.reporter,
                 "created_at_device": _iso(row.created_at_device), "received_at": _iso(row.received_at),
-                "updated_at": _iso(row.updated_at)}}
+                "updated_at": _iso(row.updated_at), "due_at": _iso(row.due_at),
+                # A verification (核实) or check (核查) task for this worker when the status says so.
+                "task_user": row.task_user}}
 
 
 def _note_change(row) -> dict:

@@ -3,9 +3,19 @@ from flask_smorest import Blueprint
 
 from gridapp.api.security import require
 from gridapp.errors import PROBLEM_MIME
+from gridapp.extensions import db
+from gridapp.jobs.dispatch import enqueue_outbox
+from gridapp.models import IncidentEvent, OutboxMessage
 from gridapp.schemas.common import ProblemSchema
-from gridapp.schemas.incidents import IncidentDetailSchema, IncidentListArgs, IncidentSchema
-from gridapp.services import incidents
+from gridapp.schemas.incidents import (
+    ActionResultSchema,
+    ActionSchema,
+    EventSchema,
+    IncidentDetailSchema,
+    IncidentListArgs,
+    IncidentSchema,
+)
+from gridapp.services import incidents, workflow
 from gridapp.services.access import scope_prefix
 
 blp = Blueprint("incidents", __name__, url_prefix="/api/v1/incidents", description="Incidents as reported")
@@ -29,4 +39,31 @@ def get_incident(incident_id):
     """Return one incident with its notes and full revision history."""
     incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
     incident.history = incidents.revisions(incident)
+    incident.allowed_actions = workflow.allowed_actions(incident, g.user)
     return incident
+
+
+@blp.route("/<uuid:incident_id>/events")
+@require("incident.read")
+@blp.response(200, EventSchema(many=True))
+def list_events(incident_id):
+    """Return the case's full workflow history (留痕), oldest first."""
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    return db.session.scalars(db.select(IncidentEvent).where(IncidentEvent.incident_id == incident.id)
+                              .order_by(IncidentEvent.id)).all()
+
+
+@blp.route("/<uuid:incident_id>/actions/<string:action>", methods=["POST"])
+@require("incident.act")
+@blp.arguments(ActionSchema)
+@blp.response(200, ActionResultSchema)
+@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM_MIME, description="workflow.invalid_transition")
+def act(body, incident_id, action):
+    """Take a workflow action (register, dispatch, accept, return, submit_result, pass_check, …)."""
+    event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user), reason=body["reason"],
+                             params=body["params"])
+    outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
+    db.session.commit()
+    enqueue_outbox(outbox)
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}

@@ -89,6 +89,7 @@ def push(batch):
 
 def _apply_in_own_transaction(raw, ctx: PushContext) -> dict:
     for attempt in range(1, ATTEMPTS + 1):
+        quarantined = set(ctx.quarantined_incidents)  # a rolled-back attempt's quarantine did not happen
         try:
             result = apply_mutation(raw, ctx)
             db.session.commit()
@@ -96,9 +97,11 @@ def _apply_in_own_transaction(raw, ctx: PushContext) -> dict:
         except IntegrityError:
             # Another request committed the same mutation (or id) first: the next attempt sees its receipt.
             db.session.rollback()
+            ctx.quarantined_incidents = quarantined
             log.info("push: integrity race on attempt %d, retrying", attempt)
         except OperationalError as exc:
             db.session.rollback()
+            ctx.quarantined_incidents = quarantined
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
                 raise
             log.info("push: %s on attempt %d, retrying", exc.orig.sqlstate, attempt)

@@ -6,6 +6,7 @@ from rq import SimpleWorker
 
 from gridapp.extensions import db, redis_store
 from gridapp.jobs import enqueue
+from gridapp.jobs.dispatch import escalate_overdue, sweep
 from gridapp.jobs.maintenance import purge_tokens
 
 log = logging.getLogger(__name__)
@@ -13,6 +14,8 @@ log = logging.getLogger(__name__)
 # Periodic jobs: (deterministic job id, function, interval in seconds).
 PERIODIC_JOBS = [
     ("purge-tokens", purge_tokens, 3600),
+    ("sweep-outbox", sweep, 30),
+    ("escalate-overdue", escalate_overdue, 60),
 ]
 
 

@@ -3,15 +3,31 @@ import uuid
 from datetime import datetime
 
 from geoalchemy2 import Geometry
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, SmallInteger, String, Text, Uuid, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gridapp.models.base import Base
 
 # Status names follow the seven-step workflow; the workflow issue adds the transitions.
-INCIDENT_STATUSES = ("reported", "verifying", "registered", "invalid", "duplicate", "dispatched", "handling",
-                     "handled", "checking", "closed")
+INCIDENT_STATUSES = ("reported", "verifying", "registered", "invalid", "duplicate", "dispatched", "returned",
+                     "handling", "parked", "handled", "checking", "closed")
+OPEN_STATUSES = ("reported", "verifying", "registered", "dispatched", "returned", "handling", "parked", "handled",
+                 "checking")
 # Who owns which field decides three-way merges (docs/sync-protocol.md).
 WORKER_FIELDS = ("description", "category", "location")
 DISPATCH_FIELDS = ("status", "priority", "assigned_squad")
@@ -55,6 +71,20 @@ class Incident(Base):
     assigned_squad_id: Mapped[int | None] = mapped_column(ForeignKey("squads.id"), index=True)
     voided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    # The workflow (services/workflow.py).
+    condition_id: Mapped[int | None] = mapped_column(ForeignKey("category_conditions.id"))  # the 立案条件 used
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    paused_work_seconds: Mapped[float | None] = mapped_column(Float)  # what was left when parked
+    rework_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    is_self_handled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    supervision_level: Mapped[int | None] = mapped_column(SmallInteger)  # 督办
+    master_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incidents.id"))  # of a duplicate
+    task_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # the worker to verify or check
+    routed_rule_id: Mapped[int | None] = mapped_column(ForeignKey("responsibility_rules.id"))
+    is_ownerless: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")  # no rule matched
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # due-soon warning sent
+    overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # escalated as overdue
+
     reporter_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("devices.id"), index=True)
     # Device times are data, never used for ordering.
@@ -66,6 +96,9 @@ class Incident(Base):
     cell = relationship("GridCell")
     category = relationship("Category")
     reporter = relationship("User", foreign_keys=[reporter_id])
+    task_user = relationship("User", foreign_keys=[task_user_id])
+    condition = relationship("CategoryCondition")
+    squad = relationship("Squad")
     notes: Mapped[list["IncidentNote"]] = relationship(back_populates="incident", order_by="IncidentNote.created_at")
 
 

@@ -37,6 +37,9 @@ class Squad(TimestampMixin, Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("enforcement_teams.id", ondelete="CASCADE"), index=True)
     code: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(100))
+    # Where dispatches are announced (JSON POST, signed with HMAC-SHA256 of the secret).
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
 
     team: Mapped[EnforcementTeam] = relationship(back_populates="squads")
     areas: Mapped[list[AdminArea]] = relationship(secondary=squad_areas, order_by="AdminArea.code")

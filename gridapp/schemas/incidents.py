@@ -1,12 +1,18 @@
 from geoalchemy2.shape import to_shape
 from marshmallow import Schema, fields, validate
 
-from gridapp.models import INCIDENT_STATUSES
+from gridapp.models import INCIDENT_STATUSES, utcnow
 
 
 def _lonlat(incident):
     point = to_shape(incident.location)
     return [point.x, point.y]
+
+
+def _seconds_left(incident):
+    if incident.due_at is None or incident.status == "parked":
+        return None
+    return int((incident.due_at - utcnow()).total_seconds())
 
 
 class NoteSchema(Schema):
@@ -44,12 +50,22 @@ class IncidentSchema(Schema):
     clock_suspect = fields.Boolean()
     received_at = fields.DateTime()
     updated_at = fields.DateTime()
+    squad_code = fields.Function(lambda i: i.squad.code if i.squad else None)
+    due_at = fields.DateTime(allow_none=True)
+    seconds_left = fields.Function(_seconds_left, metadata={"description": "until due_at; negative when overdue"})
+    rework_count = fields.Integer()
+    supervision_level = fields.Integer(allow_none=True)
+    is_self_handled = fields.Boolean()
+    is_ownerless = fields.Boolean(metadata={"description": "no rule of the responsibility list matched"})
+    task_user = fields.Function(lambda i: i.task_user.username if i.task_user else None)
+    master_id = fields.UUID(allow_none=True)
 
 
 class IncidentDetailSchema(IncidentSchema):
     notes = fields.List(fields.Nested(NoteSchema))
     # The view loads the history (schemas never query) and hands it over as `history`.
     revisions = fields.List(fields.Nested(RevisionSchema), attribute="history")
+    allowed_actions = fields.List(fields.String(), metadata={"description": "what the caller may do now"})
 
 
 class IncidentListArgs(Schema):
@@ -57,3 +73,27 @@ class IncidentListArgs(Schema):
     status = fields.String(validate=validate.OneOf(INCIDENT_STATUSES))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     before = fields.AwareDateTime(metadata={"description": "received before this time (paging, newest first)"})
+
+
+class EventSchema(Schema):
+    id = fields.Integer()
+    action = fields.String()
+    actor = fields.Function(lambda e: e.actor.username if e.actor else None)
+    actor_role = fields.String()
+    from_status = fields.String()
+    to_status = fields.String()
+    reason = fields.String(allow_none=True)
+    details = fields.Dict()
+    created_at = fields.DateTime()
+
+
+class ActionSchema(Schema):
+    reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+    params = fields.Dict(load_default=dict, metadata={"description": "squad_code, condition_seq, master_id, "
+                                                                      "exists, amount, approve, level"})
+
+
+class ActionResultSchema(Schema):
+    event = fields.Nested(EventSchema)
+    incident = fields.Nested(IncidentSchema)
+    allowed_actions = fields.List(fields.String())

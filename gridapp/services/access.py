@@ -23,6 +23,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "sync.pull": frozenset({"grid_worker"}),
     # Incidents as reported, and what sync could not apply, for the dispatch centre.
     "incident.read": STAFF,
+    # Workflow actions; each action then checks its own roles (services/workflow.py).
+    "incident.act": frozenset({"grid_worker", "dispatcher", "duty_chief", "squad_member", "squad_leader"}),
     "sync.review": frozenset({"dispatcher", "duty_chief", "admin"}),
     "device.read": frozenset({"dispatcher", "duty_chief", "admin"}),
     "device.manage": frozenset({"duty_chief", "admin"}),

@@ -6,9 +6,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from gridapp.errors import AuthRequired, InvalidCredentials
+from gridapp.errors import AuthRequired, DeviceRevoked, InvalidCredentials
 from gridapp.extensions import db
-from gridapp.models import ApiToken, User, utcnow
+from gridapp.models import ApiToken, Device, User, utcnow
 from gridapp.services.passwords import verify_password
 
 TOKEN_PREFIX = "gat_"
@@ -52,6 +52,7 @@ def user_for_token(token: str | None) -> tuple[User, ApiToken]:
     """Return the active user and token row for a bearer token.
 
     :raises AuthRequired: missing, unknown, expired or revoked token, or a disabled user.
+    :raises DeviceRevoked: the token of a revoked phone (told to wipe, not to refresh).
     """
     if not token or not token.startswith(TOKEN_PREFIX):
         raise AuthRequired()
@@ -60,6 +61,10 @@ def user_for_token(token: str | None) -> tuple[User, ApiToken]:
         .options(joinedload(ApiToken.user).joinedload(User.area))
         .where(ApiToken.token_hash == digest(token))
     )
+    if row is not None and row.device_id is not None and row.revoked_at is not None:
+        device = db.session.get(Device, row.device_id)
+        if device is not None and device.state == "revoked":
+            raise DeviceRevoked(wipe=True)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.user.is_active:
         raise AuthRequired()
     return row.user, row

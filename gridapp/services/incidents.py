@@ -11,7 +11,15 @@ import geo.crs
 from gridapp.errors import IncidentNotFound
 from gridapp.extensions import db
 from gridapp.models import (
-    AdminArea, Category, Device, Incident, IncidentNote, IncidentRevision, ScopeExit, User, utcnow,
+    AdminArea,
+    Category,
+    Device,
+    Incident,
+    IncidentNote,
+    IncidentRevision,
+    ScopeExit,
+    User,
+    utcnow,
 )
 from gridapp.services.grids import cell_at
 
@@ -134,6 +142,8 @@ def change_fields(incident: Incident, new_values: dict, *, actor: User, source: 
         new_code = cell_code(incident)
         if new_code != old_code:
             db.session.add(ScopeExit(incident_id=incident.id, old_cell_code=old_code, new_cell_code=new_code))
+            # Phones that gain the incident never saw its earlier notes: restamp them into the pull stream.
+            db.session.execute(text("UPDATE incident_notes SET text = text WHERE incident_id = :id"), {"id": incident.id})
     incident.version += 1
     incident.updated_at = utcnow()
     revision = IncidentRevision(

@@ -60,6 +60,10 @@ TRIGGERS = {
     "sync.device_draining": None,  # tests/sync/test_scope_and_devices.py
     "sync.review_item_not_found": None,  # tests/sync/test_pull_and_review.py
     "sync.review_item_closed": None,  # tests/sync/test_pull_and_review.py
+    "workflow.invalid_transition": None,  # tests/workflow/test_workflow.py (each workflow code, per action)
+    "workflow.reason_required": None,  # tests/workflow/test_workflow.py
+    "workflow.not_assignee": None,  # tests/workflow/test_workflow.py
+    "workflow.invalid_input": None,  # tests/workflow/test_workflow.py
     "grid.import_rejected": None,  # CLI: tests/cli/test_grid_import.py
     "category.invalid_catalogue": None,  # CLI: tests/cli/test_categories.py
 }

@@ -1,0 +1,196 @@
+"""Dispatch jobs: run outbox messages (route, notify, request a check), deliver webhooks, sweep what
+was never enqueued or whose job was lost, and escalate overdue cases. Every job is safe to run twice."""
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+from flask import current_app
+from rq import Retry
+from sqlalchemy import select
+
+from gridapp.extensions import db
+from gridapp.jobs import enqueue, queue
+from gridapp.models import Incident, Notification, OutboxMessage, Squad, utcnow
+from gridapp.services import routing, workflow
+
+log = logging.getLogger(__name__)
+
+DELIVERY_INTERVALS = [5, 15, 60, 300]  # seconds between webhook attempts; then the notification is dead
+
+
+def enqueue_outbox(message_ids) -> None:
+    """Enqueue committed outbox messages; a lost enqueue is found again by the sweeper."""
+    for message_id in message_ids:
+        try:
+            enqueue(process_outbox_message, message_id, job_id=f"outbox-{message_id}")
+        except Exception:  # Redis down: the sweeper will enqueue it later; the commit already happened
+            log.warning("could not enqueue outbox message %s; the sweeper will", message_id, exc_info=True)
+            return
+
+
+def process_outbox_message(message_id: int) -> str:
+    """Run one outbox message once (a second run finds it processed)."""
+    message = db.session.scalar(select(OutboxMessage).where(OutboxMessage.id == message_id)
+                                .with_for_update(skip_locked=True))
+    if message is None or message.processed_at is not None:
+        db.session.rollback()
+        return "skipped"
+    message.attempts += 1
+    notification_ids = HANDLERS[message.kind](message) or []
+    message.processed_at = utcnow()
+    db.session.commit()
+    for notification_id in notification_ids:  # after the commit, so the delivery job sees the row
+        enqueue_delivery(notification_id)
+    return "done"
+
+
+def _route(message: OutboxMessage) -> None:
+    incident = db.session.get(Incident, message.incident_id)
+    if incident.status != "registered":
+        return
+    rule, why = routing.route(incident)
+    incident.routed_rule_id = rule.id if rule else None
+    incident.is_ownerless = rule is None
+    workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
+    if rule and rule.auto_dispatch:
+        workflow.perform(incident.id, "dispatch", None, prefix="", params={"squad_code": rule.squad.code,
+                                                                          "rule_id": rule.id})
+
+
+def _notify(message: OutboxMessage) -> list[int]:
+    incident = db.session.get(Incident, message.incident_id)
+    if incident.assigned_squad_id is None:
+        return []
+    notification = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
+    return [notification.id]
+
+
+def _request_check(message: OutboxMessage) -> None:
+    incident = db.session.get(Incident, message.incident_id)
+    if incident.status == "handled":
+        workflow.perform(incident.id, "request_check", None, prefix="")
+
+
+HANDLERS = {"route": _route, "notify": _notify, "request_check": _request_check}
+
+
+def _notification(incident: Incident, kind: str, key: str) -> Notification:
+    existing = db.session.scalar(select(Notification).where(Notification.idempotency_key == key))
+    if existing:
+        return existing
+    body = {
+        "event": kind, "idempotency_key": key, "incident_id": str(incident.id), "case_number": incident.case_number,
+        "category": incident.category_code_raw, "description": incident.description,
+        "location": incident.raw_location, "cell_code": incident.cell.code if incident.cell else None,
+        "status": incident.status, "due_at": incident.due_at.isoformat() if incident.due_at else None,
+        "squad": incident.squad.code if incident.squad else None,
+    }
+    notification = Notification(idempotency_key=key, squad_id=incident.assigned_squad_id, incident_id=incident.id,
+                                kind=kind, body=body)
+    db.session.add(notification)
+    db.session.flush()
+    return notification
+
+
+def deliver_notification(notification_id: int) -> str:
+    """POST a notification to its squad's webhook (HMAC-signed, with its idempotency key); retried with
+    backoff by RQ; after the last attempt it becomes a dead letter a dispatcher can retry."""
+    notification = db.session.scalar(select(Notification).where(Notification.id == notification_id)
+                                     .with_for_update(skip_locked=True))
+    if notification is None or notification.state != "pending":
+        db.session.rollback()
+        return "skipped"
+    squad = db.session.get(Squad, notification.squad_id)
+    notification.attempts += 1
+    try:
+        if not squad.webhook_url:
+            raise RuntimeError(f"squad {squad.code} has no webhook configured")
+        _post(squad.webhook_url, squad.webhook_secret or "", notification)
+    except (OSError, urllib.error.URLError, RuntimeError) as exc:
+        notification.last_error = str(exc)[:500]
+        final = notification.attempts > len(DELIVERY_INTERVALS)
+        if final:
+            notification.state = "dead"
+        db.session.commit()
+        if final:
+            log.warning("notification %s is dead after %d attempts", notification_id, notification.attempts)
+            return "dead"
+        raise  # RQ retries with the next interval
+    notification.state, notification.sent_at, notification.last_error = "sent", utcnow(), None
+    db.session.commit()
+    return "sent"
+
+
+def _post(url: str, secret: str, notification: Notification) -> None:
+    body = json.dumps(notification.body, ensure_ascii=False, sort_keys=True).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Idempotency-Key": notification.idempotency_key,
+        "X-Gridapp-Signature": f"sha256={signature}", "X-Gridapp-Event": notification.kind})
+    with urllib.request.urlopen(request, timeout=current_app.config["WEBHOOK_TIMEOUT_SECONDS"]) as response:
+        if response.status >= 300:
+            raise RuntimeError(f"webhook answered {response.status}")
+
+
+def enqueue_delivery(notification_id: int) -> None:
+    """Enqueue a webhook delivery with retries (job id per notification: never two at once)."""
+    enqueue(deliver_notification, notification_id, job_id=f"notify-{notification_id}",
+            retry=Retry(max=len(DELIVERY_INTERVALS), interval=DELIVERY_INTERVALS))
+
+
+def sweep() -> dict:
+    """Re-enqueue outbox messages and pending notifications whose job never ran (Redis was down, a worker
+    was killed); the jobs' own idempotency makes a double enqueue harmless."""
+    stale = utcnow() - timedelta(seconds=current_app.config["OUTBOX_SWEEP_AFTER_SECONDS"])
+    messages = db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.processed_at.is_(None),
+                                                                 OutboxMessage.created_at < stale)).all()
+    pending = db.session.scalars(select(Notification.id).where(Notification.state == "pending",
+                                                               Notification.created_at < stale)).all()
+    db.session.rollback()
+    q = queue()
+    requeued = {"outbox": 0, "notifications": 0}
+    for message_id in messages:
+        if _lost(q.fetch_job(f"outbox-{message_id}")):
+            enqueue(process_outbox_message, message_id, job_id=f"outbox-{message_id}")
+            requeued["outbox"] += 1
+    for notification_id in pending:
+        if _lost(q.fetch_job(f"notify-{notification_id}")):
+            enqueue_delivery(notification_id)
+            requeued["notifications"] += 1
+    return requeued
+
+
+def _lost(job) -> bool:
+    """A job that will not run again by itself: gone, failed for good, or finished without its effect."""
+    return job is None or job.is_failed or job.is_finished or job.is_stopped or job.is_canceled
+
+
+def escalate_overdue() -> dict:
+    """Warn squads of cases due soon and flag overdue ones for the duty chief (once each)."""
+    now = utcnow()
+    warn_before = timedelta(seconds=current_app.config["DUE_SOON_WARNING_SECONDS"])
+    active = (Incident.status.in_(("dispatched", "handling")), Incident.due_at.is_not(None))
+    due_soon = db.session.scalars(select(Incident).where(*active, Incident.warned_at.is_(None),
+                                                         Incident.due_at > now, Incident.due_at <= now + warn_before)
+                                  .with_for_update(skip_locked=True)).all()
+    created = []
+    for incident in due_soon:
+        incident.warned_at = now
+        workflow.record_event(incident, "incident.due_soon", {"due_at": incident.due_at.isoformat()})
+        created.append(_notification(incident, "incident.due_soon", f"due_soon:{incident.id}:{incident.due_at.isoformat()}"))
+    overdue = db.session.scalars(select(Incident).where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
+                                 .with_for_update(skip_locked=True)).all()
+    for incident in overdue:
+        incident.overdue_at = now
+        incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办
+        workflow.record_event(incident, "incident.overdue", {"due_at": incident.due_at.isoformat()})
+        created.append(_notification(incident, "incident.overdue", f"overdue:{incident.id}:{incident.due_at.isoformat()}"))
+    ids = [n.id for n in created]
+    db.session.commit()
+    for notification_id in ids:
+        enqueue_delivery(notification_id)
+    return {"due_soon": len(due_soon), "overdue": len(overdue)}

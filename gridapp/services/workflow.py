@@ -1,0 +1,363 @@
+"""The case workflow as a state machine (DOMAIN.md §2.3): each action names its source statuses, its
+target, the roles that may take it and whether it needs a reason. `perform` checks all of that under a
+row lock, applies the action's effect and writes an append-only event; background work (routing,
+notifying a squad) is written to the outbox in the same transaction."""
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from gridapp.errors import (
+    Forbidden,
+    IncidentNotFound,
+    InvalidTransition,
+    NotAssignee,
+    ReasonRequired,
+    WorkflowInputInvalid,
+)
+from gridapp.extensions import db
+from gridapp.models import (
+    OPEN_STATUSES,
+    SQUAD_ROLES,
+    AdminArea,
+    CalendarDay,
+    CaseRequest,
+    CategoryCondition,
+    EnforcementTeam,
+    GridCell,
+    Incident,
+    IncidentEvent,
+    IncidentNote,
+    OutboxMessage,
+    Squad,
+    User,
+    utcnow,
+)
+from gridapp.services import incidents as incidents_
+from gridapp.services.worktime import WorkCalendar
+
+CHIEFS = frozenset({"dispatcher", "duty_chief"})
+SQUAD = frozenset(SQUAD_ROLES)
+WORKER = frozenset({"grid_worker"})
+SYSTEM = "system"  # the role recorded for what jobs do
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    sources: tuple[str, ...]
+    target: str | None  # None: the effect decides (or the status stays)
+    roles: frozenset[str]
+    reason_required: bool = False
+
+
+ACTIONS = {a.name: a for a in (
+    Action("request_verification", ("reported",), "verifying", CHIEFS),
+    Action("verify", ("verifying",), None, WORKER),  # exists → reported, else invalid (with a reason)
+    Action("register", ("reported",), "registered", CHIEFS),
+    Action("reject", ("reported", "verifying"), "invalid", CHIEFS, reason_required=True),
+    Action("merge", ("reported", "verifying"), "duplicate", CHIEFS),
+    Action("dispatch", ("registered", "returned"), "dispatched", CHIEFS | {SYSTEM}),
+    Action("return", ("dispatched",), "returned", SQUAD, reason_required=True),
+    Action("accept", ("dispatched",), "handling", SQUAD),
+    Action("request_extension", ("handling",), None, SQUAD, reason_required=True),
+    Action("request_park", ("handling",), None, SQUAD, reason_required=True),
+    Action("decide_request", ("handling",), None, frozenset({"duty_chief"})),
+    Action("resume", ("parked",), "handling", frozenset({"duty_chief"})),
+    Action("submit_result", ("handling",), "handled", SQUAD, reason_required=True),
+    Action("request_check", ("handled",), "checking", CHIEFS | {SYSTEM}),
+    Action("pass_check", ("checking",), "closed", WORKER),
+    Action("fail_check", ("checking",), "handling", WORKER, reason_required=True),
+    Action("self_handle", ("reported",), "closed", WORKER, reason_required=True),
+    Action("supervise", OPEN_STATUSES, None, frozenset({"duty_chief"}), reason_required=True),
+)}
+
+
+def work_calendar() -> WorkCalendar:
+    """The national calendar with this deployment's imported local days."""
+    return WorkCalendar({d.day: d.is_workday for d in db.session.scalars(select(CalendarDay))})
+
+
+def allowed_actions(incident: Incident, user: User) -> list[str]:
+    """The actions this user may take on this case now (for the dashboard's buttons)."""
+    return [a.name for a in ACTIONS.values() if incident.status in a.sources and user.role in a.roles
+            and _assignee_problem(a, incident, user) is None]
+
+
+def _assignee_problem(action: Action, incident: Incident, user: User | None) -> str | None:
+    if user is None:
+        return None
+    if action.roles <= SQUAD | {SYSTEM} and user.squad_id != incident.assigned_squad_id:
+        return "The case is assigned to another squad."
+    if action.name in ("verify", "pass_check", "fail_check") and incident.task_user_id != user.id:
+        return "This task is assigned to another grid worker."
+    if action.name == "self_handle" and incident.reporter_id != user.id:
+        return "Only the reporter may close their own report as self-handled."
+    return None
+
+
+def perform(incident_id: uuid.UUID, action_name: str, actor: User | None, *, prefix: str,
+            reason: str | None = None, params: dict | None = None) -> IncidentEvent:
+    """Take a workflow action on a case; `actor` None means the system (a job).
+
+    :raises IncidentNotFound: no such case in the area (`prefix`).
+    :raises Forbidden: the role may not take this action.
+    :raises InvalidTransition: not possible from the current status.
+    :raises NotAssignee: another squad's case, or another worker's task.
+    :raises ReasonRequired, WorkflowInputInvalid: missing reason or bad parameters.
+    """
+    action = ACTIONS.get(action_name)
+    if action is None:
+        raise WorkflowInputInvalid(f"Unknown action {action_name!r}.", actions=sorted(ACTIONS))
+    incident = incidents_.lock_incident(incident_id)
+    if incident is None or not db.session.get(AdminArea, incident.township_id).code.startswith(prefix):
+        raise IncidentNotFound(id=str(incident_id))
+    role = actor.role if actor else SYSTEM
+    if role not in action.roles:
+        raise Forbidden(f"A {role} may not {action.name.replace('_', ' ')}.", action=action.name)
+    if incident.status not in action.sources:
+        raise InvalidTransition(status=incident.status, action=action.name, allowed_from=list(action.sources))
+    problem = _assignee_problem(action, incident, actor)
+    if problem:
+        raise NotAssignee(problem)
+    reason = (reason or "").strip() or None
+    if action.reason_required and not reason:
+        raise ReasonRequired(action=action.name)
+    before = incident.status
+    details = EFFECTS[action.name](incident, actor, reason, params or {}) or {}
+    if action.target:
+        incident.status = action.target
+    incident.version += 1
+    incident.updated_at = utcnow()
+    event = IncidentEvent(incident_id=incident.id, action=f"incident.{action.name}", actor_id=actor.id if actor else None,
+                          actor_role=role, from_status=before, to_status=incident.status, reason=reason,
+                          details=details)
+    db.session.add(event)
+    db.session.flush()
+    for kind in FOLLOW_UPS.get(action.name, ()):
+        db.session.add(OutboxMessage(kind=kind, incident_id=incident.id, event_id=event.id))
+    db.session.flush()
+    return event
+
+
+def record_event(incident: Incident, action: str, details: dict) -> IncidentEvent:
+    """Record something the system did or noticed that leaves the status as it is (routing, deadlines)."""
+    event = IncidentEvent(incident_id=incident.id, action=action, actor_id=None, actor_role=SYSTEM,
+                          from_status=incident.status, to_status=incident.status, details=details)
+    db.session.add(event)
+    db.session.flush()
+    return event
+
+
+# --- effects: each returns the details recorded on the event ------------------------------------------
+def _worker_for(incident: Incident, prefer_reporter: bool) -> User | None:
+    """The grid worker for a field task: the reporter if asked and able, else the cell's worker."""
+    if prefer_reporter and incident.reporter.role == "grid_worker" and incident.reporter.is_active:
+        return incident.reporter
+    if incident.cell_id:
+        code = db.session.scalar(select(GridCell.code).where(GridCell.id == incident.cell_id))
+        worker = db.session.scalar(
+            select(User).join(User.cells).where(GridCell.code == code, GridCell.valid_to.is_(None),
+                                                User.is_active).order_by(User.username))
+        if worker:
+            return worker
+    return incident.reporter if incident.reporter.role == "grid_worker" else None
+
+
+def _request_verification(incident, actor, reason, params):
+    worker = _worker_for(incident, prefer_reporter=False)
+    if worker is None:
+        raise WorkflowInputInvalid("No grid worker covers this place.")
+    incident.task_user_id = worker.id
+    return {"task_user": worker.username}
+
+
+def _verify(incident, actor, reason, params):
+    exists = params.get("exists")
+    if not isinstance(exists, bool):
+        raise WorkflowInputInvalid(fields={"exists": ["true or false: does the reported problem exist?"]})
+    if not exists and not reason:
+        raise ReasonRequired(action="verify")
+    incident.status = "reported" if exists else "invalid"
+    incident.task_user_id = None
+    return {"exists": exists}
+
+
+def _register(incident, actor, reason, params):
+    if incident.category_id is None:
+        raise WorkflowInputInvalid("Set a known category before registering.", category=incident.category_code_raw)
+    seq = params.get("condition_seq", 1)
+    condition = db.session.scalar(select(CategoryCondition).where(
+        CategoryCondition.category_id == incident.category_id, CategoryCondition.seq == seq))
+    if condition is None:
+        raise WorkflowInputInvalid(fields={"condition_seq": [f"No 立案条件 {seq} for this category."]})
+    incident.condition_id = condition.id
+    return {"condition_seq": seq, "time_limit": condition.time_limit, "time_unit": condition.time_unit}
+
+
+def _reject(incident, actor, reason, params):
+    incident.task_user_id = None
+
+
+def _merge(incident, actor, reason, params):
+    master = incidents_.lock_incident(_uuid(params.get("master_id"), "master_id"))
+    if master is None or master.township_id != incident.township_id or master.id == incident.id:
+        raise WorkflowInputInvalid(fields={"master_id": ["An open case of the same township."]})
+    if master.status not in OPEN_STATUSES:
+        raise WorkflowInputInvalid(fields={"master_id": ["The master case is closed."]})
+    incident.master_id = master.id
+    copied = 0
+    for note in list(incident.notes):  # the reporter's notes join the master (photos with the photo issue)
+        db.session.add(IncidentNote(id=uuid.uuid5(master.id, str(note.id)), incident_id=master.id,
+                                    author_id=note.author_id, text=note.text, created_at_device=note.created_at_device))
+        copied += 1
+    db.session.add(IncidentEvent(incident_id=master.id, action="incident.merged_in", actor_id=actor.id,
+                                 actor_role=actor.role, from_status=master.status, to_status=master.status,
+                                 reason=reason, details={"duplicate": str(incident.id), "notes": copied}))
+    return {"master_id": str(master.id), "notes_copied": copied}
+
+
+def _dispatch(incident, actor, reason, params):
+    squad = _squad(params.get("squad_code"), incident)
+    incident.assigned_squad_id = squad.id
+    condition = db.session.get(CategoryCondition, incident.condition_id)
+    incident.due_at = work_calendar().add(utcnow(), condition.time_limit, condition.time_unit)
+    incident.warned_at = incident.overdue_at = None
+    return {"squad": squad.code, "due_at": incident.due_at.isoformat(), "rule_id": params.get("rule_id")}
+
+
+def _squad(code, incident) -> Squad:
+    if not code:
+        raise WorkflowInputInvalid(fields={"squad_code": ["Which squad?"]})
+    squad = db.session.scalar(select(Squad).join(Squad.team).where(
+        Squad.code == code, EnforcementTeam.township_id == incident.township_id))
+    if squad is None:
+        raise WorkflowInputInvalid(fields={"squad_code": ["No such squad in the case's township."]})
+    return squad
+
+
+def _return(incident, actor, reason, params):
+    squad_id = incident.assigned_squad_id
+    incident.assigned_squad_id = None
+    incident.due_at = None
+    return {"returned_by_squad_id": squad_id}
+
+
+def _accept(incident, actor, reason, params):
+    return {}
+
+
+def _request(kind):
+    def effect(incident, actor, reason, params):
+        amount = params.get("amount") if kind == "extension" else None
+        if kind == "extension" and (not isinstance(amount, (int, float)) or amount <= 0):
+            raise WorkflowInputInvalid(fields={"amount": ["How much longer, in the case's time unit?"]})
+        pending = db.session.scalar(select(CaseRequest).where(CaseRequest.incident_id == incident.id,
+                                                              CaseRequest.state == "pending"))
+        if pending is not None:
+            raise InvalidTransition("A request is already waiting for the duty chief.", request_id=pending.id)
+        request = CaseRequest(incident_id=incident.id, kind=kind, amount=amount, reason=reason,
+                              requested_by_id=actor.id)
+        db.session.add(request)
+        db.session.flush()
+        return {"request_id": request.id, "kind": kind, "amount": amount}
+    return effect
+
+
+def _decide_request(incident, actor, reason, params):
+    request = db.session.scalar(select(CaseRequest).where(CaseRequest.incident_id == incident.id,
+                                                          CaseRequest.state == "pending").with_for_update())
+    if request is None:
+        raise InvalidTransition("No request is waiting for a decision.")
+    approve = params.get("approve")
+    if not isinstance(approve, bool):
+        raise WorkflowInputInvalid(fields={"approve": ["true or false"]})
+    if not approve and not reason:
+        raise ReasonRequired(action="decide_request")
+    request.state = "approved" if approve else "rejected"
+    request.decided_by_id, request.decision_reason, request.decided_at = actor.id, reason, utcnow()
+    if approve and request.kind == "extension":
+        condition = db.session.get(CategoryCondition, incident.condition_id)
+        incident.due_at = work_calendar().add(incident.due_at, request.amount, condition.time_unit)
+    elif approve and request.kind == "park":
+        incident.paused_work_seconds = _remaining(incident)
+        incident.status = "parked"
+    return {"request_id": request.id, "kind": request.kind, "approved": approve,
+            "due_at": incident.due_at.isoformat() if incident.due_at else None}
+
+
+def _remaining(incident) -> float:
+    """What is left of the clock now: real seconds for 紧急工作时, working seconds otherwise."""
+    now = utcnow()
+    condition = db.session.get(CategoryCondition, incident.condition_id)
+    if condition.time_unit == "urgent_hours":
+        return (incident.due_at - now).total_seconds()
+    left = work_calendar().work_seconds_between(now, incident.due_at)
+    return left if incident.due_at > now else -work_calendar().work_seconds_between(incident.due_at, now)
+
+
+def _resume(incident, actor, reason, params):
+    condition = db.session.get(CategoryCondition, incident.condition_id)
+    left = incident.paused_work_seconds or 0.0
+    if condition.time_unit == "urgent_hours" or left <= 0:
+        incident.due_at = utcnow() + timedelta(seconds=left)
+    else:
+        incident.due_at = work_calendar().add_work_seconds(utcnow(), left)
+    incident.paused_work_seconds = None
+    return {"due_at": incident.due_at.isoformat()}
+
+
+def _submit_result(incident, actor, reason, params):
+    return {"on_time": incident.due_at is None or utcnow() <= incident.due_at}
+
+
+def _request_check(incident, actor, reason, params):
+    worker = _worker_for(incident, prefer_reporter=True)
+    if worker is None:
+        raise WorkflowInputInvalid("No grid worker can check this case.")
+    incident.task_user_id = worker.id
+    return {"task_user": worker.username}
+
+
+def _pass_check(incident, actor, reason, params):
+    incident.task_user_id = None
+    return {"on_time": incident.due_at is None or utcnow() <= incident.due_at}
+
+
+def _fail_check(incident, actor, reason, params):
+    incident.task_user_id = None
+    incident.rework_count += 1
+    return {"rework_count": incident.rework_count}
+
+
+def _self_handle(incident, actor, reason, params):
+    incident.is_self_handled = True
+    return {}
+
+
+def _supervise(incident, actor, reason, params):
+    level = params.get("level", 1)
+    if level not in (1, 2, 3):
+        raise WorkflowInputInvalid(fields={"level": ["1, 2 or 3"]})
+    incident.supervision_level = max(level, incident.supervision_level or 0)
+    return {"level": incident.supervision_level}
+
+
+def _uuid(value, name):
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise WorkflowInputInvalid(fields={name: ["A case id."]}) from exc
+
+
+EFFECTS = {
+    "request_verification": _request_verification, "verify": _verify, "register": _register, "reject": _reject,
+    "merge": _merge, "dispatch": _dispatch, "return": _return, "accept": _accept,
+    "request_extension": _request("extension"), "request_park": _request("park"), "decide_request": _decide_request,
+    "resume": _resume, "submit_result": _submit_result, "request_check": _request_check,
+    "pass_check": _pass_check, "fail_check": _fail_check, "self_handle": _self_handle, "supervise": _supervise,
+}
+# Background work after the action commits: routing after registration, telling the squad after dispatch,
+# sending the check task after a result.
+FOLLOW_UPS = {"register": ("route",), "dispatch": ("notify",), "submit_result": ("request_check",)}
