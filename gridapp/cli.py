@@ -18,9 +18,12 @@ from gridapp.extensions import db
 from gridapp.jobs.worker import run_scheduler, run_worker
 from gridapp.models import AREA_LEVELS, ROLES, GridCell, Squad, User
 from gridapp.services.areas import area_by_code, ensure_area
-from gridapp.services.categories import import_catalogue, parse_catalogue_csv
+from gridapp.services.calendar import import_days
+from gridapp.services.categories import import_catalogue, parse_catalogue
 from gridapp.services.demo import load_demo
 from gridapp.services.grids import FieldMap, import_cells
+from gridapp.services.responsibility import import_rules
+from gridapp.services.tables import read_table
 from gridapp.services.users import assign_cells, create_user
 
 user_cli = AppGroup("user", help="Manage user accounts.")
@@ -28,11 +31,13 @@ area_cli = AppGroup("area", help="Manage administrative areas.")
 grid_cli = AppGroup("grid", help="Manage the grid registry.")
 category_cli = AppGroup("category", help="Manage the event catalogue.")
 demo_cli = AppGroup("demo", help="Demo data.")
+rules_cli = AppGroup("rules", help="The responsibility list (权责清单).")
+calendar_cli = AppGroup("calendar", help="Local working days and holidays.")
 
 
 def init_app(app):
     """Register the command groups."""
-    for group in (user_cli, area_cli, grid_cli, category_cli, demo_cli):
+    for group in (user_cli, area_cli, grid_cli, category_cli, demo_cli, rules_cli, calendar_cli):
         app.cli.add_command(group)
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)
@@ -156,13 +161,35 @@ def import_grid_command(path, township_code, crs, layer, code_field, name_field,
 @category_cli.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_categories_command(path):
-    """Import (upsert) a catalogue CSV: one row per 立案条件 (see docs/categories.md)."""
+    """Import (upsert) a catalogue, CSV or XLSX: one row per 立案条件 (see docs/categories.md)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        text = path.read_text(encoding="gb18030")  # Excel on Chinese Windows saves CSV as GBK
+        counts = import_catalogue(parse_catalogue(read_table(path)))
+    except AppError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(json.dumps(counts))
+
+
+# --- responsibility list and calendar -------------------------------------------------------------------
+@rules_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--township", "township_code", required=True, help="9-digit code of the township the rules are for.")
+def import_rules_command(path, township_code):
+    """Replace a township's responsibility rules with a CSV/XLSX table (see docs/workflow.md)."""
     try:
-        counts = import_catalogue(parse_catalogue_csv(text))
+        counts = import_rules(area_by_code(township_code, level="township"), read_table(path))
+    except AppError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(json.dumps(counts))
+
+
+@calendar_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_calendar_command(path):
+    """Import local working days and days off (columns date, is_workday, note), CSV or XLSX."""
+    try:
+        counts = import_days(read_table(path))
     except AppError as exc:
         _fail(exc)
     db.session.commit()

@@ -40,6 +40,9 @@ class Defaults:
     WEBHOOK_TIMEOUT_SECONDS = 5
     OUTBOX_SWEEP_AFTER_SECONDS = 30  # an outbox message or notification older than this without a job is re-enqueued
     DUE_SOON_WARNING_SECONDS = 3600  # warn the squad this long before a deadline
+    # A new report this close to an open case of the same category, this soon after it, is a likely duplicate.
+    DUPLICATE_DISTANCE_M = 50
+    DUPLICATE_WINDOW_HOURS = 72
 
     # Display time zone (storage is always UTC).
     DISPLAY_TIMEZONE = "Asia/Shanghai"

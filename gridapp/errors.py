@@ -200,20 +200,26 @@ def _flatten_locations(messages: dict) -> dict:
 
 def register_error_handlers(app):
     """Map every exception to a problem+json response; never leak a traceback."""
+    # A refused request changes nothing and holds nothing: roll back before answering, so no half-done
+    # work or row lock outlives the error (whatever the session's lifetime).
     @app.errorhandler(AppError)
     def handle_app_error(exc: AppError):
+        _rollback_quietly()
         return problem(exc.code, exc.http_status, exc.message, exc.details)
 
     @app.errorhandler(ValidationError)
     def handle_validation_error(exc: ValidationError):
+        _rollback_quietly()
         return problem(ValidationFailed.code, 422, ValidationFailed.default_message, {"fields": exc.messages})
 
     @app.errorhandler(GeometryError)
     def handle_geometry_error(exc: GeometryError):
+        _rollback_quietly()
         return problem(exc.code, GEO_ERROR_STATUS, exc.message, exc.details)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
+        _rollback_quietly()
         mapped = _from_http_exception(exc)
         if mapped is None:
             return problem(f"http_{exc.code}", exc.code, exc.description or exc.name)

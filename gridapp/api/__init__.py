@@ -29,10 +29,10 @@ class GridApi(Api):
 
 def register_api(app, api: Api):
     """Register every API blueprint, the bearer security scheme and the JSON body check."""
-    from gridapp.api import areas, auth, categories, devices, grids, health, incidents, squads, sync, users
+    from gridapp.api import areas, auth, categories, devices, dispatch, grids, health, incidents, squads, sync, users
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-    for module in (health, auth, areas, grids, categories, squads, users, devices, sync, incidents):
+    for module in (health, auth, areas, grids, categories, squads, users, devices, sync, incidents, dispatch):
         api.register_blueprint(module.blp)
     app.before_request(check_json_body)
     app.after_request(gzip_response)

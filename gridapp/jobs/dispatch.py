@@ -6,6 +6,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
@@ -40,39 +41,56 @@ def process_outbox_message(message_id: int) -> str:
         db.session.rollback()
         return "skipped"
     message.attempts += 1
-    notification_ids = HANDLERS[message.kind](message) or []
+    follow_ups = HANDLERS[message.kind](message) or FollowUps()
     message.processed_at = utcnow()
     db.session.commit()
-    for notification_id in notification_ids:  # after the commit, so the delivery job sees the row
+    # After the commit, so the next jobs see the rows; the sweeper covers a crash right here.
+    enqueue_outbox(follow_ups.outbox)
+    for notification_id in follow_ups.notifications:
         enqueue_delivery(notification_id)
     return "done"
 
 
-def _route(message: OutboxMessage) -> None:
+@dataclass
+class FollowUps:
+    """Work a handler created that must be enqueued once its transaction commits."""
+
+    outbox: list[int] = field(default_factory=list)
+    notifications: list[int] = field(default_factory=list)
+
+
+def _outbox_of(event) -> list[int]:
+    return list(db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)))
+
+
+def _route(message: OutboxMessage) -> "FollowUps | None":
     incident = db.session.get(Incident, message.incident_id)
     if incident.status != "registered":
-        return
+        return None
     rule, why = routing.route(incident)
     incident.routed_rule_id = rule.id if rule else None
     incident.is_ownerless = rule is None
     workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
     if rule and rule.auto_dispatch:
-        workflow.perform(incident.id, "dispatch", None, prefix="", params={"squad_code": rule.squad.code,
-                                                                          "rule_id": rule.id})
+        event = workflow.perform(incident.id, "dispatch", None, prefix="", params={"squad_code": rule.squad.code,
+                                                                                  "rule_id": rule.id})
+        return FollowUps(outbox=_outbox_of(event))
+    return None
 
 
-def _notify(message: OutboxMessage) -> list[int]:
+def _notify(message: OutboxMessage) -> "FollowUps | None":
     incident = db.session.get(Incident, message.incident_id)
     if incident.assigned_squad_id is None:
-        return []
+        return None
     notification = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
-    return [notification.id]
+    return FollowUps(notifications=[notification.id])
 
 
 def _request_check(message: OutboxMessage) -> None:
     incident = db.session.get(Incident, message.incident_id)
     if incident.status == "handled":
         workflow.perform(incident.id, "request_check", None, prefix="")
+    return None
 
 
 HANDLERS = {"route": _route, "notify": _notify, "request_check": _request_check}

@@ -79,8 +79,10 @@ class Incident(Base):
     is_self_handled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     supervision_level: Mapped[int | None] = mapped_column(SmallInteger)  # 督办
     master_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incidents.id"))  # of a duplicate
+    # An open case of the same category close by and recent: shown beside it for the dispatcher to merge.
+    likely_duplicate_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incidents.id"))
     task_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # the worker to verify or check
-    routed_rule_id: Mapped[int | None] = mapped_column(ForeignKey("responsibility_rules.id"))
+    routed_rule_id: Mapped[int | None] = mapped_column(ForeignKey("responsibility_rules.id", ondelete="SET NULL"))
     is_ownerless: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")  # no rule matched
     warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # due-soon warning sent
     overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # escalated as overdue

@@ -123,6 +123,8 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
+    squad = relationship("Squad")
+
 
 class CalendarDay(Base):
     """A local exception to the national calendar: a day worked, or a day off (imported per year)."""

@@ -59,6 +59,7 @@ class IncidentSchema(Schema):
     is_ownerless = fields.Boolean(metadata={"description": "no rule of the responsibility list matched"})
     task_user = fields.Function(lambda i: i.task_user.username if i.task_user else None)
     master_id = fields.UUID(allow_none=True)
+    likely_duplicate_of = fields.UUID(allow_none=True, metadata={"description": "an open case nearby, same category"})
 
 
 class IncidentDetailSchema(IncidentSchema):

@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "incident.act": frozenset({"grid_worker", "dispatcher", "duty_chief", "squad_member", "squad_leader"}),
     "sync.review": frozenset({"dispatcher", "duty_chief", "admin"}),
     "device.read": frozenset({"dispatcher", "duty_chief", "admin"}),
+    # The dispatch centre's tools: the responsibility list, routing explanations, dead letters.
+    "dispatch.manage": frozenset({"dispatcher", "duty_chief", "admin"}),
     "device.manage": frozenset({"duty_chief", "admin"}),
 }
 

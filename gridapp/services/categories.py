@@ -36,17 +36,22 @@ class CatalogueRow:
 
 
 def parse_catalogue_csv(text: str) -> list[CatalogueRow]:
-    """Parse and check a catalogue CSV; every bad row is reported, none is skipped.
+    """Parse and check catalogue CSV text (see parse_catalogue)."""
+    return parse_catalogue([{k: v for k, v in row.items() if k} for row in csv.DictReader(io.StringIO(text.lstrip("\ufeff")))])
+
+
+def parse_catalogue(table: list[dict[str, str]]) -> list[CatalogueRow]:
+    """Check catalogue rows (from services.tables.read_table); every bad row is reported, none is skipped.
 
     :raises CatalogueInvalid: missing columns or bad rows (details.rows: line → problems).
     """
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    missing = [c for c in CATALOGUE_COLUMNS if c not in (reader.fieldnames or []) and c != "is_local_extension"]
+    columns = set(table[0]) if table else set()
+    missing = [c for c in CATALOGUE_COLUMNS if c not in columns and c != "is_local_extension"]
     if missing:
         raise CatalogueInvalid("The catalogue lacks columns.", missing_columns=missing)
     rows, problems = [], {}
-    for line, raw in enumerate(reader, start=2):
-        raw = {k: (v or "").strip() for k, v in raw.items() if k}
+    for line, raw in enumerate(table, start=2):
+        raw = {k: (v or "").strip() for k, v in raw.items()}
         errors = []
         kind = _KIND_ALIASES.get(raw["kind"], raw["kind"])
         unit = _UNIT_ALIASES.get(raw["time_unit"], raw["time_unit"])

@@ -3,6 +3,7 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from flask import current_app
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
 from sqlalchemy import select, text
@@ -11,6 +12,7 @@ import geo.crs
 from gridapp.errors import IncidentNotFound
 from gridapp.extensions import db
 from gridapp.models import (
+    OPEN_STATUSES,
     AdminArea,
     Category,
     Device,
@@ -77,11 +79,33 @@ def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | 
     )
     db.session.add(incident)
     db.session.flush()
+    incident.likely_duplicate_of = likely_duplicate(incident)
     db.session.add(IncidentRevision(
         incident_id=incident.id, version=1, mutation_id=mutation_id, source="device", actor_id=reporter.id,
         changes={"created": {"to": field_values(incident)}},
     ))
     return incident
+
+
+_DUPLICATE_SQL = text("""
+SELECT o.id FROM incidents o, incidents n
+WHERE n.id = :id AND o.id <> n.id AND o.category_code_raw = n.category_code_raw
+  AND o.status = ANY(:open) AND o.received_at >= n.received_at - make_interval(hours => :hours)
+  AND ST_DWithin(o.location, n.location, :degrees)  -- index prefilter, then the exact distance
+  AND ST_DWithin(o.location::geography, n.location::geography, :metres)
+ORDER BY ST_Distance(o.location::geography, n.location::geography), o.received_at
+LIMIT 1
+""")
+
+
+def likely_duplicate(incident: Incident) -> uuid.UUID | None:
+    """Find an open case of the same category within the configured distance and time window."""
+    metres = current_app.config["DUPLICATE_DISTANCE_M"]
+    return db.session.execute(_DUPLICATE_SQL, {
+        "id": incident.id, "open": list(OPEN_STATUSES), "hours": current_app.config["DUPLICATE_WINDOW_HOURS"],
+        # The prefilter box: a degree of longitude is over 50 km below latitude 63° (all of China).
+        "metres": metres, "degrees": metres / 50_000,
+    }).scalar()
 
 
 def lock_incident(incident_id: uuid.UUID) -> Incident | None:

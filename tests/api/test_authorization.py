@@ -10,7 +10,8 @@ from gridapp.services.access import PERMISSIONS
 from tests.factories import make_user, make_world, token_for
 
 SAMPLE_PATH_VALUES = {"code": "330521101001001", "kind": "event", "device_id": "00000000-0000-4000-8000-000000000000",
-                      "item_id": "1", "conflict_id": "1", "incident_id": "00000000-0000-4000-8000-000000000001"}
+                      "item_id": "1", "conflict_id": "1", "incident_id": "00000000-0000-4000-8000-000000000001",
+                      "notification_id": "1", "action": "register"}
 
 
 def _api_routes(app):
