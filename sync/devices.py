@@ -62,11 +62,11 @@ def rotate_refresh(refresh_token: str, access_ttl: int, refresh_ttl: int) -> tup
     if row is None:
         raise AuthRequired("Unknown refresh token.")
     device = db.session.get(Device, row.device_id)
+    if device.state == "revoked":  # revoking spent every token: that is no reuse to record again
+        raise DeviceRevoked(wipe=True)
     if row.used_at is not None:
         set_state(device, "revoked", actor=None, reason="refresh token reused")
         return device, "", ""  # the caller commits the revocation, then refuses
-    if device.state == "revoked":
-        raise DeviceRevoked(wipe=True)
     if row.expires_at <= utcnow() or not device.user.is_active:
         raise AuthRequired("The refresh token has expired; sign in again (the outbox is kept).")
     row.used_at = utcnow()

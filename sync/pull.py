@@ -59,11 +59,12 @@ WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(:codes)
 ORDER BY e.sync_seq LIMIT :limit
 """).bindparams(bindparam("codes", type_=ARRAY(String)))
 
-# Backfill after gaining cells: what was committed up to the cursor in those cells, keyset by id.
+# Backfill after gaining cells: every incident in those cells (with its notes up to the cursor), keyset by id;
+# an incident changed after the cursor comes again in the incremental stream (upserts are idempotent).
 _BACKFILL_SQL = text(f"""
 SELECT {_INCIDENT_COLUMNS}
 {_INCIDENT_FROM}
-WHERE i.cell_id = ANY(CAST(:cell_ids AS bigint[])) AND i.sync_seq <= :until AND CAST(i.id AS text) > :after
+WHERE i.cell_id = ANY(CAST(:cell_ids AS bigint[])) AND CAST(i.id AS text) > :after
 ORDER BY CAST(i.id AS text)
 LIMIT :limit
 """).bindparams(bindparam("cell_ids", type_=ARRAY(BigInteger)))
@@ -71,10 +72,12 @@ LIMIT :limit
 _CELL_IDS_SQL = text("SELECT id FROM grid_cells WHERE code = ANY(:codes)").bindparams(
     bindparam("codes", type_=ARRAY(String)))
 
-# Incidents in cells the worker lost that they do not otherwise see.
+# Incidents in cells the worker lost, or that left those cells after the cursor, that they do not otherwise see.
 _LOST_SQL = text("""
-SELECT i.id FROM incidents i JOIN grid_cells c ON c.id = i.cell_id
-WHERE c.code = ANY(:removed) AND NOT c.code = ANY(:kept) AND i.reporter_id <> :uid
+SELECT i.id FROM incidents i LEFT JOIN grid_cells c ON c.id = i.cell_id
+WHERE (c.code = ANY(:removed) OR i.id IN (SELECT e.incident_id FROM sync_scope_exits e
+                                          WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(:removed)))
+  AND (c.code IS NULL OR NOT c.code = ANY(:kept)) AND i.reporter_id <> :uid
 ORDER BY i.id
 """).bindparams(bindparam("removed", type_=ARRAY(String)), bindparam("kept", type_=ARRAY(String)))
 
@@ -123,10 +126,13 @@ def changes(state: dict, device: Device, user: User, limit: int) -> Page:
     if state["e"] != epoch:
         old = scope_at(user, state["e"])
         removed, added = sorted(old - codes), sorted(codes - old)
-        lost = db.session.execute(_LOST_SQL, {"removed": removed, "kept": sorted(codes), "uid": user.id}).scalars()
+        lost = db.session.execute(_LOST_SQL, {"removed": removed, "kept": sorted(codes), "uid": user.id,
+                                              "seq": state["s"]}).scalars()
         out.extend({"entity": "incident", "op": "evict", "id": str(i), "reason": "cell_removed"} for i in lost)
         rescope = {"epoch": epoch, "cells_removed": removed, "cells_added": added}
-        state.update(e=epoch, b={"cells": added, "after": "", "until": state["s"]} if added and state["s"] else None)
+        # A backfill still under way for cells kept goes on (from its start: upserts are idempotent).
+        backfill = sorted(set(added) | (set(state["b"]["cells"]) & codes if state.get("b") else set()))
+        state.update(e=epoch, b={"cells": backfill, "after": "", "until": state["s"]} if backfill and state["s"] else None)
     device.last_ack_seq = max(device.last_ack_seq, state["s"])
     if state.get("b"):
         page_changes, state["b"], more = _backfill(state["b"], user, limit)

@@ -14,8 +14,17 @@ from sqlalchemy import select
 from geo.errors import GeometryError
 from gridapp.extensions import db
 from gridapp.models import (
-    DISPATCH_FIELDS, WORKER_FIELDS, Device, Incident, IncidentNote, QuarantineItem, SyncConflict, SyncDeferral,
-    SyncReceipt, User, utcnow,
+    DISPATCH_FIELDS,
+    WORKER_FIELDS,
+    Device,
+    Incident,
+    IncidentNote,
+    QuarantineItem,
+    SyncConflict,
+    SyncDeferral,
+    SyncReceipt,
+    User,
+    utcnow,
 )
 from gridapp.services import incidents
 from gridapp.services.scope import codes_within_grace, current_scope
@@ -65,13 +74,9 @@ def apply_mutation(raw, ctx: PushContext) -> dict:
     """Apply one raw mutation (a dict as sent) and return its result; flushes, never commits."""
     digest = p.body_hash(raw)
     mutation_id = p.parse_uuid(raw.get("mutation_id")) if isinstance(raw, dict) else None
-    if mutation_id is not None:
-        receipt = db.session.get(SyncReceipt, mutation_id)
-        if receipt is not None:
-            if receipt.request_sha256 == digest:
-                return {**receipt.result, "status": p.DUPLICATE, "original_status": receipt.status}
-            return _quarantine(raw, digest, ctx, mutation_id, p.MUTATION_ID_REUSE,
-                               "This mutation_id was used with another body; the first one stands.", receipt=False)
+    replay = _replay(raw, digest, ctx, mutation_id)
+    if replay is not None:
+        return replay
     try:
         mutation = _validate(raw)
     except Quarantine as refusal:
@@ -81,6 +86,10 @@ def apply_mutation(raw, ctx: PushContext) -> dict:
         can_receipt = mutation_id is not None and isinstance(seq, int) and seq >= 1 and _seq_free(raw, ctx)
         return _quarantine(raw, digest, ctx, mutation_id, refusal.code, refusal.detail, receipt=can_receipt)
     if not _seq_free(raw, ctx):
+        # A concurrent copy of this same request may have committed since the lookup above: that is a replay.
+        replay = _replay(raw, digest, ctx, mutation_id)
+        if replay is not None:
+            return replay
         return _quarantine(raw, digest, ctx, mutation_id, p.DEVICE_SEQ_REUSE,
                            "This device already used this device_seq for another mutation.", receipt=False)
     incident_id = mutation["incident_id"]
@@ -97,6 +106,17 @@ def apply_mutation(raw, ctx: PushContext) -> dict:
     result = {"mutation_id": str(mutation_id), "incident_id": str(incident_id), **result}
     _write_receipt(mutation, digest, ctx, result)
     return result
+
+
+def _replay(raw, digest: str, ctx: PushContext, mutation_id) -> dict | None:
+    """Answer a mutation whose receipt exists: `duplicate` with the stored result, or `mutation_id_reuse`."""
+    receipt = db.session.get(SyncReceipt, mutation_id) if mutation_id is not None else None
+    if receipt is None:
+        return None
+    if receipt.request_sha256 == digest:
+        return {**receipt.result, "status": p.DUPLICATE, "original_status": receipt.status}
+    return _quarantine(raw, digest, ctx, mutation_id, p.MUTATION_ID_REUSE,
+                       "This mutation_id was used with another body; the first one stands.", receipt=False)
 
 
 def _validate(raw) -> dict:

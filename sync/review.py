@@ -5,7 +5,17 @@ from sqlalchemy import select
 
 from gridapp.errors import ReviewItemClosed, ReviewItemNotFound, ValidationFailed
 from gridapp.extensions import db
-from gridapp.models import AdminArea, AuditEvent, Device, Incident, QuarantineItem, SyncConflict, SyncReceipt, User, utcnow
+from gridapp.models import (
+    AdminArea,
+    AuditEvent,
+    Device,
+    Incident,
+    QuarantineItem,
+    SyncConflict,
+    SyncReceipt,
+    User,
+    utcnow,
+)
 from gridapp.services import incidents
 from sync import protocol as p
 from sync.push import PushContext, apply_mutation

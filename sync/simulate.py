@@ -144,12 +144,13 @@ def make_edits(phone: Phone, edits: int, notes: int, rng: random.Random, among: 
     known = sorted(among if among is not None else phone.client.incidents())
     if not known:
         return
-    for number in range(edits):
-        incident_id = rng.choice(known)
+    # Distinct incidents: the reference client bases an edit on the copy it last pulled, so a second offline
+    # edit of the same field would meet the first one on the server as a (client-applied) conflict.
+    for number, incident_id in enumerate(rng.sample(known, min(edits, len(known)))):
         phone.client.edit(incident_id, description=f"edited offline ({number + 1}) by {phone.username}")
     for number in range(notes):
         phone.client.add_note(rng.choice(known), f"note {number + 1} from {phone.username}")
-    phone.edits += edits
+    phone.edits += min(edits, len(known))
     phone.notes += notes
 
 
@@ -167,9 +168,17 @@ def pull(phone: Phone, max_pages: int = MAX_PAGES) -> int:
     return pages
 
 
-def check(phone: Phone) -> str:
-    """Ask the server whether the phone's copy matches its scope (no repair: a mismatch is reported)."""
-    phone.verify = phone.client.verify(repair=False)["status"]
+def check(phone: Phone, attempts: int = 5) -> str:
+    """Ask the server whether the phone's copy matches its scope (no repair: a mismatch is reported).
+
+    `stale` means something was committed after the phone's last pull (anywhere: the counter is global),
+    so the phone pulls again and asks again, at most `attempts` times.
+    """
+    for _ in range(attempts):
+        phone.verify = phone.client.verify(repair=False)["status"]
+        if phone.verify != "stale":
+            break
+        pull(phone)
     return phone.verify
 
 
@@ -191,7 +200,8 @@ def phone_summary(phone: Phone) -> dict:
 def simulate(base_url: str, phones: list[tuple[str, str]], reports_per_phone: int, workdir, seed: int = 0, *,
              edits_per_phone: int = 0, notes_per_phone: int = 0, concurrency: int = 50, batch_size: int = 100,
              max_cells: int = 20, timeout: float = 120) -> dict:
-    """Run each phone (username, password) in its own thread: register, pull, report, sync, verify.
+    """Run each phone (username, password) in its own thread: register, pull, report, push, pull; then, once
+    every phone is done (so no phone's check races another's writes), each pulls again and verifies.
 
     Edits and notes go to incidents the phone already held before reporting (none on a fresh scope).
     :returns: {"phones": [per-phone summary], "totals": {...}, "seconds": wall time, "ok": all phones ok}.
@@ -199,23 +209,37 @@ def simulate(base_url: str, phones: list[tuple[str, str]], reports_per_phone: in
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stamp = f"{int(time.time() * 1000)}-{threading.get_ident()}"
+    store = [str(workdir / f"phone-{stamp}-{i}.sqlite") for i in range(len(phones))]
 
-    def run(index: int, username: str, password: str) -> dict:
+    def sync_one(index: int) -> Phone:
+        username, password = phones[index]
         rng = random.Random(f"{seed}:{index}")
         phone = Phone(index, username, None, None)  # replaced once registered
         try:
-            phone = start_phone(base_url, index, username, password, str(workdir / f"phone-{stamp}-{index}.sqlite"),
-                                rng, max_cells=max_cells, timeout=timeout)
+            phone = start_phone(base_url, index, username, password, store[index], rng, max_cells=max_cells,
+                                timeout=timeout)
             held = sorted(phone.client.incidents())
             make_reports(phone, reports_per_phone, rng)
             make_edits(phone, edits_per_phone, notes_per_phone, rng, among=held)
             push(phone, batch_size)
             pull(phone)
-            check(phone)
         except (SyncError, OSError, ValueError, RuntimeError, KeyError) as exc:
             phone.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if phone.client is not None:
+                phone.client.db.close()  # SQLite handles stay in their thread; the store file is reopened
+        return phone
+
+    def check_one(phone: Phone) -> dict:
         if phone.client is None:
-            return {"phone": index, "username": username, "ok": False, "error": phone.error}
+            return {"phone": phone.index, "username": phone.username, "ok": False, "error": phone.error}
+        phone.client = PhoneClient(phone.transport, store[phone.index])
+        try:
+            if phone.error is None:
+                pull(phone)
+                check(phone)
+        except (SyncError, OSError, ValueError, RuntimeError, KeyError) as exc:
+            phone.error = f"{type(exc).__name__}: {exc}"
         try:
             return phone_summary(phone)
         finally:
@@ -223,8 +247,8 @@ def simulate(base_url: str, phones: list[tuple[str, str]], reports_per_phone: in
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(phones)))) as pool:
-        futures = [pool.submit(run, i, u, pw) for i, (u, pw) in enumerate(phones)]
-        results = [f.result() for f in futures]
+        synced = list(pool.map(sync_one, range(len(phones))))
+        results = list(pool.map(check_one, synced))
     seconds = time.perf_counter() - started
     keys = ("reports", "edits", "notes", "pushed", *STATUSES, "pulled")
     totals = {k: sum(r.get(k) or 0 for r in results) for k in keys}

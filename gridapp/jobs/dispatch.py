@@ -4,17 +4,19 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
 from rq import Retry
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gridapp.extensions import db
-from gridapp.jobs import enqueue, queue
+from gridapp.jobs import enqueue
 from gridapp.models import Incident, Notification, OutboxMessage, Squad, utcnow
 from gridapp.services import routing, workflow
 
@@ -23,13 +25,18 @@ log = logging.getLogger(__name__)
 DELIVERY_INTERVALS = [5, 15, 60, 300]  # seconds between webhook attempts; then the notification is dead
 
 
+def _job_id(prefix: str, row_id: int) -> str:
+    # A fresh id per enqueue: a re-enqueue never collides with a job RQ still tracks (or a killed one).
+    return f"{prefix}-{row_id}-{time.time_ns()}"
+
+
 def enqueue_outbox(message_ids) -> None:
-    """Enqueue committed outbox messages; a lost enqueue is found again by the sweeper."""
+    """Enqueue committed outbox messages; what cannot be enqueued now is found again by the sweeper."""
     for message_id in message_ids:
         try:
-            enqueue(process_outbox_message, message_id, job_id=f"outbox-{message_id}")
-        except Exception:  # Redis down: the sweeper will enqueue it later; the commit already happened
-            log.warning("could not enqueue outbox message %s; the sweeper will", message_id, exc_info=True)
+            enqueue(process_outbox_message, message_id, job_id=_job_id("outbox", message_id))
+        except RedisError:  # Redis down: the commit already happened, the sweeper enqueues it later
+            log.warning("could not enqueue outbox message %s; the sweeper will", message_id)
             return
 
 
@@ -124,6 +131,7 @@ def deliver_notification(notification_id: int) -> str:
         return "skipped"
     squad = db.session.get(Squad, notification.squad_id)
     notification.attempts += 1
+    notification.enqueued_at = utcnow()
     try:
         if not squad.webhook_url:
             raise RuntimeError(f"squad {squad.code} has no webhook configured")
@@ -155,36 +163,34 @@ def _post(url: str, secret: str, notification: Notification) -> None:
 
 
 def enqueue_delivery(notification_id: int) -> None:
-    """Enqueue a webhook delivery with retries (job id per notification: never two at once)."""
-    enqueue(deliver_notification, notification_id, job_id=f"notify-{notification_id}",
-            retry=Retry(max=len(DELIVERY_INTERVALS), interval=DELIVERY_INTERVALS))
+    """Enqueue a webhook delivery with retries and backoff; if Redis is down the sweeper does it later."""
+    try:
+        enqueue(deliver_notification, notification_id, job_id=_job_id("notify", notification_id),
+                retry=Retry(max=len(DELIVERY_INTERVALS), interval=DELIVERY_INTERVALS))
+    except RedisError:
+        log.warning("could not enqueue notification %s; the sweeper will", notification_id)
 
 
 def sweep() -> dict:
-    """Re-enqueue outbox messages and pending notifications whose job never ran (Redis was down, a worker
-    was killed); the jobs' own idempotency makes a double enqueue harmless."""
-    stale = utcnow() - timedelta(seconds=current_app.config["OUTBOX_SWEEP_AFTER_SECONDS"])
-    messages = db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.processed_at.is_(None),
-                                                                 OutboxMessage.created_at < stale)).all()
-    pending = db.session.scalars(select(Notification.id).where(Notification.state == "pending",
-                                                               Notification.created_at < stale)).all()
-    db.session.rollback()
-    q = queue()
-    requeued = {"outbox": 0, "notifications": 0}
-    for message_id in messages:
-        if _lost(q.fetch_job(f"outbox-{message_id}")):
-            enqueue(process_outbox_message, message_id, job_id=f"outbox-{message_id}")
-            requeued["outbox"] += 1
-    for notification_id in pending:
-        if _lost(q.fetch_job(f"notify-{notification_id}")):
-            enqueue_delivery(notification_id)
-            requeued["notifications"] += 1
-    return requeued
-
-
-def _lost(job) -> bool:
-    """A job that will not run again by itself: gone, failed for good, or finished without its effect."""
-    return job is None or job.is_failed or job.is_finished or job.is_stopped or job.is_canceled
+    """Re-enqueue outbox messages and pending notifications that went quiet (never enqueued because Redis
+    was down, or their job died with a killed worker). The jobs' row locks and state checks make a second
+    run harmless, so this needs no knowledge of RQ's registries."""
+    quiet = utcnow() - timedelta(seconds=current_app.config["OUTBOX_SWEEP_AFTER_SECONDS"])
+    messages = db.session.scalars(select(OutboxMessage).where(
+        OutboxMessage.processed_at.is_(None),
+        func.coalesce(OutboxMessage.enqueued_at, OutboxMessage.created_at) < quiet).with_for_update(skip_locked=True)).all()
+    notifications = db.session.scalars(select(Notification).where(
+        Notification.state == "pending",
+        func.coalesce(Notification.enqueued_at, Notification.created_at) < quiet).with_for_update(skip_locked=True)).all()
+    now = utcnow()
+    for row in (*messages, *notifications):
+        row.enqueued_at = now
+    message_ids, notification_ids = [m.id for m in messages], [n.id for n in notifications]
+    db.session.commit()
+    enqueue_outbox(message_ids)
+    for notification_id in notification_ids:
+        enqueue_delivery(notification_id)
+    return {"outbox": len(message_ids), "notifications": len(notification_ids)}
 
 
 def escalate_overdue() -> dict:

@@ -5,8 +5,8 @@ Revises: d1c69ea44033
 Create Date: 2026-11-22 02:47:05.900946
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from geoalchemy2 import Geometry
 from sqlalchemy.dialects import postgresql
 

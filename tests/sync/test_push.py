@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from geo.crs import from_wgs84
 from gridapp.extensions import db
-from gridapp.models import Incident, IncidentRevision, QuarantineItem, SyncConflict, SyncReceipt
+from gridapp.models import Incident, IncidentRevision, QuarantineItem, SyncConflict
 from gridapp.services import incidents
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE

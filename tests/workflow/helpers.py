@@ -68,12 +68,13 @@ class WebhookReceiver:
     """A real HTTP server on loopback that records deliveries and can be told to fail or hang."""
 
     def __init__(self):
-        self.received, self.failures_left, self.delay = [], 0, 0.0
+        self.received, self.failures_left, self.delay, self.in_flight = [], 0, 0.0, 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.in_flight += 1
                 if receiver.delay:
                     threading.Event().wait(receiver.delay)
                 if receiver.failures_left > 0:

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from gridapp.extensions import db
 from gridapp.jobs.dispatch import escalate_overdue
 from gridapp.jobs.worker import run_worker
-from gridapp.models import CaseRequest, Incident, IncidentEvent, IncidentNote, Notification, ROLES, utcnow
+from gridapp.models import ROLES, CaseRequest, Incident, IncidentEvent, IncidentNote, Notification, utcnow
 from gridapp.services.workflow import ACTIONS
 from tests.factories import token_for
 from tests.workflow.helpers import WebhookReceiver, act, build_world, point_squad_at, report
