@@ -6,11 +6,15 @@ from gridapp.services.access import scope_prefix
 from gridapp.services.grids import locate
 
 TABLES = ["admin_areas", "grid_cells", "grid_cell_workers", "users", "enforcement_teams", "squads",
-          "squad_areas", "categories", "category_conditions"]
+          "squad_areas", "categories", "category_conditions", "worker_scopes"]
+# Rules are replaced on each load (new ids), so they are compared by content.
+RULES = ("SELECT category_id, area_id, cell_code, squad_id, priority, is_fallback, auto_dispatch, note "
+         "FROM responsibility_rules ORDER BY 1, 2, 3, 4")
 
 
 def snapshot():
-    return {t: db.session.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2")).all() for t in TABLES}
+    tables = {t: db.session.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2")).all() for t in TABLES}
+    return {**tables, "rules": db.session.execute(text(RULES)).all()}
 
 
 def test_demo_loads_idempotently(runner):
@@ -20,6 +24,7 @@ def test_demo_loads_idempotently(runner):
     assert runner.invoke(args=["demo", "load"]).exit_code == 0
     assert snapshot() == first
     assert len(first["grid_cells"]) >= 300
+    assert len(first["rules"]) == 6  # three per township, one of them the fallback
     assert db.session.execute(text("SELECT count(*) FROM admin_areas WHERE level = 'township'")).scalar() == 2
 
 

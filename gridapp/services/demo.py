@@ -15,6 +15,7 @@ from gridapp.models import GridCell, User
 from gridapp.services.areas import ensure_area
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.grids import import_cells
+from gridapp.services.responsibility import import_rules
 from gridapp.services.squads import ensure_squad, ensure_team
 from gridapp.services.users import assign_cells, create_user
 
@@ -64,6 +65,14 @@ def _load_township(county, code, name, prefix, corner, villages):
 
     team = ensure_team(township, f"{name}综合行政执法队")
     squads = [ensure_squad(team, "01", "一中队", village_areas[:2]), ensure_squad(team, "02", "二中队", village_areas[2:])]
+    # A small responsibility list: garbage goes to 一中队 at once, street vending to 二中队 after a
+    # dispatcher confirms, and 二中队 takes whatever else happens in the township (属地兜底).
+    import_rules(township, [
+        {"category_code": "06010", "place_code": code, "squad_code": "01", "priority": "10", "auto_dispatch": "是",
+         "note": "暴露垃圾由一中队自动派遣"},
+        {"category_code": "09006", "place_code": code, "squad_code": "02", "priority": "10", "note": "占道经营"},
+        {"category_code": "", "place_code": code, "squad_code": "02", "fallback": "是", "note": "属地兜底"},
+    ])
     for role, title in (("dispatcher", "派遣员"), ("duty_chief", "值班长"), ("supervisor", "督查员"), ("admin", "管理员")):
         _ensure_user(f"{prefix}_{role}", role, township, f"{name}{title}")
     for number, squad in enumerate(squads, start=1):

@@ -225,3 +225,47 @@ def test_supervision_and_escalation(app, client, world, receiver):
     assert {r["body"]["event"] for r in receiver.received} >= {"incident.due_soon", "incident.overdue"}
     assert db.session.get(Incident, case).supervision_level == 2
     assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.state == "sent")) >= 3
+
+
+USER_OF_ROLE = {"dispatcher": "dispatcher", "duty_chief": "duty_chief", "squad_member": "squad_member",
+                "squad_leader": "squad_leader", "grid_worker": "reporter"}
+# What each action needs first (status reached through the API) and what it is sent with.
+SETUP = {
+    "request_verification": ("reported", {}), "verify": ("verifying", {"exists": True}),
+    "register": ("reported", {}), "reject": ("reported", {}), "merge": ("reported", {"master": True}),
+    "dispatch": ("registered", {"squad_code": "01"}), "return": ("dispatched", {}), "accept": ("dispatched", {}),
+    "request_extension": ("handling", {"amount": 1}), "request_park": ("handling", {}),
+    "decide_request": ("requested", {"approve": True}), "resume": ("parked", {}),
+    "submit_result": ("handling", {}), "request_check": ("handled", {}), "pass_check": ("checking", {}),
+    "fail_check": ("checking", {}), "self_handle": ("reported", {}), "supervise": ("reported", {"level": 1}),
+}
+
+
+def _reach(client, world, case, status_):
+    users = world["users"]
+    if status_ == "verifying":
+        assert act(client, users["dispatcher"], case, "request_verification").status_code == 200
+    elif status_ in ("requested", "parked"):
+        _advance(client, world, case, "handling")
+        assert act(client, users["squad_member"], case, "request_park", "wait").status_code == 200
+        if status_ == "parked":
+            assert act(client, users["duty_chief"], case, "decide_request", approve=True).status_code == 200
+    elif status_ == "checking":
+        _advance(client, world, case, "handled")
+        assert act(client, users["dispatcher"], case, "request_check").status_code == 200
+    elif status_ != "reported":
+        _advance(client, world, case, status_)
+
+
+@pytest.mark.parametrize("action,role", [(a, r) for a in sorted(ACTIONS) for r in sorted(ACTIONS[a].roles)
+                                         if r in USER_OF_ROLE])
+def test_every_allowed_role_can_take_every_action(client, world, action, role):
+    case = report(world)
+    status_, params = SETUP[action][0], dict(SETUP[action][1])
+    _reach(client, world, case, status_)
+    if params.pop("master", False):
+        params["master_id"] = str(report(world))
+    response = act(client, world["users"][USER_OF_ROLE[role]], case, action, "a reason", **params)
+    assert response.status_code == 200, (action, role, response.get_json())
+    event = response.get_json()["event"]
+    assert event["action"] == f"incident.{action}" and event["actor_role"] == role
