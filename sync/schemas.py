@@ -151,3 +151,45 @@ class DeviceInfoSchema(Schema):
     last_ack_seq = fields.Integer(metadata={"description": "the phone has everything up to this sync_seq"})
     clock_offset_ms = fields.Integer(allow_none=True)
     last_seen_at = fields.DateTime(allow_none=True)
+
+
+# --- review, for the dispatch centre ---------------------------------------------------------------
+class ReviewListArgs(Schema):
+    state = fields.String(load_default="open")
+
+
+class QuarantineSchema(Schema):
+    id = fields.Integer()
+    mutation_id = fields.UUID(allow_none=True)
+    incident_id = fields.UUID(allow_none=True)
+    device_id = fields.UUID()
+    reporter = fields.Function(lambda item: item.user.username)
+    code = fields.String()
+    detail = fields.String()
+    payload = fields.Dict()
+    state = fields.String()
+    resolution_reason = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class QuarantineResolveSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["apply", "edit_and_apply", "discard"]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    payload = fields.Dict(load_default=None, metadata={"description": "the edited mutation (edit_and_apply)"})
+
+
+class ConflictSchema(Schema):
+    id = fields.Integer()
+    incident_id = fields.UUID()
+    field = fields.String()
+    base_value = fields.Raw()
+    server_value = fields.Raw()
+    client_value = fields.Raw()
+    resolution = fields.String()
+    state = fields.String()
+    created_at = fields.DateTime()
+
+
+class ConflictResolveSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["accept", "restore_server"]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))

@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -18,7 +17,18 @@ from sync import pull as pull_
 from sync import review
 from sync.devices import device_for_token
 from sync.push import PushContext, apply_mutation
-from sync.schemas import PullArgsSchema, PullPageSchema, PushBatchSchema, PushResultSchema, VerifySchema
+from sync.schemas import (
+    ConflictResolveSchema,
+    ConflictSchema,
+    PullArgsSchema,
+    PullPageSchema,
+    PushBatchSchema,
+    PushResultSchema,
+    QuarantineResolveSchema,
+    QuarantineSchema,
+    ReviewListArgs,
+    VerifySchema,
+)
 
 log = logging.getLogger(__name__)
 blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline sync for phones")
@@ -182,47 +192,6 @@ def verify(body):
 
 
 # --- review, for the dispatch centre ----------------------------------------------------------------
-class ReviewListArgs(Schema):
-    state = fields.String(load_default="open")
-
-
-class QuarantineSchema(Schema):
-    id = fields.Integer()
-    mutation_id = fields.UUID(allow_none=True)
-    incident_id = fields.UUID(allow_none=True)
-    device_id = fields.UUID()
-    reporter = fields.Function(lambda item: db.session.get(type(g.user), item.user_id).username)
-    code = fields.String()
-    detail = fields.String()
-    payload = fields.Dict()
-    state = fields.String()
-    resolution_reason = fields.String(allow_none=True)
-    created_at = fields.DateTime()
-
-
-class QuarantineResolveSchema(Schema):
-    action = fields.String(required=True, validate=validate.OneOf(["apply", "edit_and_apply", "discard"]))
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    payload = fields.Dict(load_default=None, metadata={"description": "the edited mutation (edit_and_apply)"})
-
-
-class ConflictSchema(Schema):
-    id = fields.Integer()
-    incident_id = fields.UUID()
-    field = fields.String()
-    base_value = fields.Raw()
-    server_value = fields.Raw()
-    client_value = fields.Raw()
-    resolution = fields.String()
-    state = fields.String()
-    created_at = fields.DateTime()
-
-
-class ConflictResolveSchema(Schema):
-    action = fields.String(required=True, validate=validate.OneOf(["accept", "restore_server"]))
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
-
-
 @blp.route("/quarantine")
 @require("sync.review")
 @blp.arguments(ReviewListArgs, location="query")

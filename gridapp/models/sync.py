@@ -109,6 +109,8 @@ class QuarantineItem(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
+    user = relationship("User", foreign_keys=[user_id])
+
 
 class SyncDeferral(Base):
     """When an update or note for an unknown incident was first seen: it is retried, then quarantined."""
