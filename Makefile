@@ -21,11 +21,12 @@ test: setup-test
 setup:
 	scripts/setup.sh gridapp
 
-# gridapp_bench is for the benchmarks' smoke runs inside the suite.
+# The *_bench* databases are for the benchmarks' smoke runs inside the suite.
 setup-test:
-	scripts/setup.sh gridapp_test gridapp_bench
+	scripts/setup.sh gridapp_test gridapp_bench gridapp_bench_sync gridapp_bench_dispatch
 
 ## Run the benchmarks (big data; not part of `make test`).
 bench:
-	scripts/setup.sh gridapp_bench
-	GRIDAPP_SQLALCHEMY_DATABASE_URI='$(call DB_URL,gridapp_bench)' $(VENV)/bin/python -m bench.grid_queries
+	scripts/setup.sh gridapp_bench gridapp_bench_sync gridapp_bench_dispatch
+	for b in grid_queries sync_push sync_pull sync_outage dispatch_latency escalation_sweep; do \
+	  $(VENV)/bin/python -m bench.$$b || exit 1; done

@@ -1,7 +1,9 @@
 from flask import g
 from flask_smorest import Blueprint
+from sqlalchemy.exc import OperationalError
 
 from gridapp.api.security import require
+from gridapp.api.sync import ATTEMPTS, RETRYABLE_SQLSTATES
 from gridapp.errors import PROBLEM_MIME
 from gridapp.extensions import db
 from gridapp.jobs.dispatch import enqueue_outbox
@@ -60,10 +62,17 @@ def list_events(incident_id):
 @blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM_MIME, description="workflow.invalid_transition")
 def act(body, incident_id, action):
     """Take a workflow action (register, dispatch, accept, return, submit_result, pass_check, …)."""
-    event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user), reason=body["reason"],
-                             params=body["params"])
-    outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
-    db.session.commit()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
+                                     reason=body["reason"], params=body["params"])
+            outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
+            db.session.commit()
+            break
+        except OperationalError as exc:  # a deadlock or serialisation failure: the whole action again
+            db.session.rollback()
+            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
+                raise
     enqueue_outbox(outbox)
     incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}

@@ -193,21 +193,35 @@ def sweep() -> dict:
     return {"outbox": len(message_ids), "notifications": len(notification_ids)}
 
 
+ESCALATION_BATCH = 500  # cases per transaction: a backlog never becomes one huge, lock-holding commit
+
+
 def escalate_overdue() -> dict:
-    """Warn squads of cases due soon and flag overdue ones for the duty chief (once each)."""
+    """Warn squads of cases due soon and flag overdue ones for the duty chief (once each), in batches."""
+    totals = {"due_soon": 0, "overdue": 0}
+    while True:
+        counts = _escalate_batch()
+        totals = {k: totals[k] + counts[k] for k in totals}
+        if counts["due_soon"] + counts["overdue"] < ESCALATION_BATCH:
+            return totals
+
+
+def _escalate_batch() -> dict:
     now = utcnow()
     warn_before = timedelta(seconds=current_app.config["DUE_SOON_WARNING_SECONDS"])
     active = (Incident.status.in_(("dispatched", "handling")), Incident.due_at.is_not(None))
+    overdue = db.session.scalars(select(Incident).where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
+                                 .order_by(Incident.due_at).limit(ESCALATION_BATCH)
+                                 .with_for_update(skip_locked=True, key_share=True)).all()
     due_soon = db.session.scalars(select(Incident).where(*active, Incident.warned_at.is_(None),
                                                          Incident.due_at > now, Incident.due_at <= now + warn_before)
-                                  .with_for_update(skip_locked=True)).all()
+                                  .order_by(Incident.due_at).limit(ESCALATION_BATCH - len(overdue))
+                                  .with_for_update(skip_locked=True, key_share=True)).all()
     created = []
     for incident in due_soon:
         incident.warned_at = now
         workflow.record_event(incident, "incident.due_soon", {"due_at": incident.due_at.isoformat()})
         created.append(_notification(incident, "incident.due_soon", f"due_soon:{incident.id}:{incident.due_at.isoformat()}"))
-    overdue = db.session.scalars(select(Incident).where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
-                                 .with_for_update(skip_locked=True)).all()
     for incident in overdue:
         incident.overdue_at = now
         incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办

@@ -109,8 +109,13 @@ def likely_duplicate(incident: Incident) -> uuid.UUID | None:
 
 
 def lock_incident(incident_id: uuid.UUID) -> Incident | None:
-    """Load an incident FOR UPDATE (the row lock serialises concurrent merges)."""
-    return db.session.scalar(select(Incident).where(Incident.id == incident_id).with_for_update())
+    """Load an incident locked against concurrent changes (merges, workflow steps).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it still serialises writers, but lets other transactions check
+    foreign keys that point at this case (a likely duplicate, a master case) without waiting, which
+    would otherwise deadlock against the commit-time sync_seq stamping.
+    """
+    return db.session.scalar(select(Incident).where(Incident.id == incident_id).with_for_update(key_share=True))
 
 
 def field_values(incident: Incident) -> dict:

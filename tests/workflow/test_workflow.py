@@ -269,3 +269,17 @@ def test_every_allowed_role_can_take_every_action(client, world, action, role):
     assert response.status_code == 200, (action, role, response.get_json())
     event = response.get_json()["event"]
     assert event["action"] == f"incident.{action}" and event["actor_role"] == role
+
+
+def test_escalation_works_through_a_backlog_in_batches(client, world, monkeypatch):
+    from gridapp.jobs import dispatch as dispatch_jobs
+    monkeypatch.setattr(dispatch_jobs, "ESCALATION_BATCH", 2)
+    cases = [report(world, description=f"case {i}") for i in range(5)]
+    for case in cases:
+        _advance(client, world, case, "dispatched")
+    db.session.execute(Incident.__table__.update().values(due_at=utcnow() - timedelta(minutes=5)))
+    db.session.commit()
+    assert escalate_overdue() == {"due_soon": 0, "overdue": 5}
+    assert escalate_overdue() == {"due_soon": 0, "overdue": 0}
+    overdue_events = db.session.scalars(select(IncidentEvent).where(IncidentEvent.action == "incident.overdue")).all()
+    assert sorted(e.incident_id for e in overdue_events) == sorted(cases)
