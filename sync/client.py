@@ -122,10 +122,24 @@ class PhoneClient:
             "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}})
         return incident_id
 
-    def edit(self, incident_id: str, **new_values) -> dict:
-        """Change fields of an incident; `from` is the value this phone last saw (three-way merge)."""
+    def local_view(self, incident_id: str) -> dict:
+        """The incident as the worker sees it: the server's copy with this phone's pending changes on top."""
         local = self.incidents().get(incident_id)
-        base = local["data"] if local else {}
+        view = dict(local["data"]) if local else {}
+        for body in self.outbox():
+            if body["incident_id"] != incident_id:
+                continue
+            if body["type"] == "incident.create":
+                view.update(body["data"])
+            elif body["type"] == "incident.update":
+                view.update({field: change["to"] for field, change in body["changes"].items()})
+        return view
+
+    def edit(self, incident_id: str, **new_values) -> dict:
+        """Change fields of an incident; `from` is the value this phone shows now (three-way merge), so a
+        second offline edit of a field builds on the first instead of conflicting with it."""
+        local = self.incidents().get(incident_id)
+        base = self.local_view(incident_id)
         changes = {f: {"from": base.get(f), "to": v} for f, v in new_values.items()}
         return self._enqueue({"type": "incident.update", "incident_id": incident_id,
                               "base_version": local["version"] if local else 1, "changes": changes})

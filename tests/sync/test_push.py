@@ -257,3 +257,12 @@ def test_two_phones_same_base_version(world, tmp_path, app, synced):
     assert incident.description == "phone two" and incident.version == 3
     assert count(SyncConflict) == 1
     assert_exactly_once(client, second)
+
+
+def test_two_offline_edits_of_one_field_build_on_each_other(world, synced):
+    client, incident_id = synced
+    client.edit(incident_id, description="first")
+    client.edit(incident_id, description="second")
+    assert client.push() == {"applied": 2}
+    assert count(SyncConflict) == 0
+    assert db.session.get(Incident, uuid.UUID(incident_id)).description == "second"
