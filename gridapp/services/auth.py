@@ -3,12 +3,12 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
 from gridapp.errors import AuthRequired, DeviceRevoked, InvalidCredentials
 from gridapp.extensions import db
-from gridapp.models import ApiToken, Device, User, utcnow
+from gridapp.models import AdminArea, ApiToken, Device, User, utcnow
 from gridapp.services.passwords import verify_password
 
 TOKEN_PREFIX = "gat_"
@@ -48,19 +48,24 @@ def issue_token(username: str, password: str, ttl_seconds: int) -> tuple[str, Ap
     return new_token(check_credentials(username, password), ttl_seconds)
 
 
+# Built once: the statement and its cache key are the same on every authenticated request. The area's
+# boundary (possibly a county outline of tens of thousands of vertices) is not needed to authorise.
+_TOKEN_QUERY = (
+    select(ApiToken)
+    .options(joinedload(ApiToken.user).joinedload(User.area).defer(AdminArea.boundary))
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 def user_for_token(token: str | None) -> tuple[User, ApiToken]:
     """Return the active user and token row for a bearer token.
 
     :raises AuthRequired: missing, unknown, expired or revoked token, or a disabled user.
-    :raises DeviceRevoked: the token of a revoked phone (told to wipe, not to refresh).
+    :raises DeviceRevoked: the token belongs to a revoked phone (it must wipe, not refresh).
     """
     if not token or not token.startswith(TOKEN_PREFIX):
         raise AuthRequired()
-    row = db.session.scalar(
-        select(ApiToken)
-        .options(joinedload(ApiToken.user).joinedload(User.area))
-        .where(ApiToken.token_hash == digest(token))
-    )
+    row = db.session.execute(_TOKEN_QUERY, {"token_hash": digest(token)}).unique().scalar_one_or_none()
     if row is not None and row.device_id is not None and row.revoked_at is not None:
         device = db.session.get(Device, row.device_id)
         if device is not None and device.state == "revoked":
