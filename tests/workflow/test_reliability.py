@@ -17,7 +17,7 @@ from gridapp.jobs.worker import run_worker
 from gridapp.models import Incident, IncidentEvent, Notification, OutboxMessage
 from tests.conftest import TEST_CONFIG
 from tests.factories import token_for
-from tests.workflow.helpers import WebhookReceiver, build_world, point_squad_at, report
+from tests.workflow.helpers import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,19 +59,6 @@ def redis_server(tmp_path):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def world(app):
-    return build_world()
-
-
-@pytest.fixture
-def receiver(world):
-    receiver = WebhookReceiver()
-    point_squad_at(world["squad_a"], receiver)
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture

@@ -11,12 +11,7 @@ from gridapp.jobs.worker import run_worker
 from gridapp.models import AuditEvent, CalendarDay, Category, Incident, Notification, ResponsibilityRule
 from gridapp.services.workflow import work_calendar
 from tests.factories import token_for
-from tests.workflow.helpers import WebhookReceiver, act, add_rule, build_world, point_squad_at, report
-
-
-@pytest.fixture
-def world(app):
-    return build_world()
+from tests.workflow.helpers import WebhookReceiver, act, add_rule, point_squad_at, report
 
 
 def garbage(world):

@@ -11,20 +11,7 @@ from gridapp.jobs.worker import run_worker
 from gridapp.models import ROLES, CaseRequest, Incident, IncidentEvent, IncidentNote, Notification, utcnow
 from gridapp.services.workflow import ACTIONS
 from tests.factories import token_for
-from tests.workflow.helpers import WebhookReceiver, act, build_world, point_squad_at, report
-
-
-@pytest.fixture
-def world(app):
-    return build_world()
-
-
-@pytest.fixture
-def receiver(world):
-    receiver = WebhookReceiver()
-    point_squad_at(world["squad_a"], receiver)
-    yield receiver
-    receiver.close()
+from tests.workflow.helpers import act, report
 
 
 def drain(app):
