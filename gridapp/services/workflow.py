@@ -165,12 +165,21 @@ def _worker_for(incident: Incident, prefer_reporter: bool) -> User | None:
     return incident.reporter if incident.reporter.role == "grid_worker" else None
 
 
-def _request_verification(incident, actor, reason, params):
-    worker = _worker_for(incident, prefer_reporter=False)
+def _assign_task(incident, *, prefer_reporter: bool, missing: str) -> dict:
+    """Give the case's field task (核实 or 核查) to a grid worker."""
+    worker = _worker_for(incident, prefer_reporter=prefer_reporter)
     if worker is None:
-        raise WorkflowInputInvalid("No grid worker covers this place.")
+        raise WorkflowInputInvalid(missing)
     incident.task_user_id = worker.id
     return {"task_user": worker.username}
+
+
+def _on_time(incident) -> bool:
+    return incident.due_at is None or utcnow() <= incident.due_at
+
+
+def _request_verification(incident, actor, reason, params):
+    return _assign_task(incident, prefer_reporter=False, missing="No grid worker covers this place.")
 
 
 def _verify(incident, actor, reason, params):
@@ -309,20 +318,16 @@ def _resume(incident, actor, reason, params):
 
 
 def _submit_result(incident, actor, reason, params):
-    return {"on_time": incident.due_at is None or utcnow() <= incident.due_at}
+    return {"on_time": _on_time(incident)}
 
 
 def _request_check(incident, actor, reason, params):
-    worker = _worker_for(incident, prefer_reporter=True)
-    if worker is None:
-        raise WorkflowInputInvalid("No grid worker can check this case.")
-    incident.task_user_id = worker.id
-    return {"task_user": worker.username}
+    return _assign_task(incident, prefer_reporter=True, missing="No grid worker can check this case.")
 
 
 def _pass_check(incident, actor, reason, params):
     incident.task_user_id = None
-    return {"on_time": incident.due_at is None or utcnow() <= incident.due_at}
+    return {"on_time": _on_time(incident)}
 
 
 def _fail_check(incident, actor, reason, params):
