@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import selectinload
 from sqlalchemy.types import BigInteger, String
 
 from gridapp.extensions import db
@@ -24,8 +25,9 @@ JOIN users u ON u.id = i.reporter_id
 LEFT JOIN users tu ON tu.id = i.task_user_id"""
 
 # Incremental: per scoped cell (any version of its code) and for the reporter's own incidents, the
-# first :limit rows after the cursor by the (cell_id|reporter_id, sync_seq) indexes; then the overall
-# first :limit. This stays fast however far behind the cursor is and however large the county.
+# first :limit rows in the window (:seq, :until] by the (cell_id|reporter_id, sync_seq) indexes; then the
+# overall first :limit. The window keeps each per-cell scan short when a scope holds many busy cells
+# (without it the first page of a dense scope reads every scoped row after the cursor); see _incremental.
 _INCREMENTAL_SQL = text(f"""
 SELECT {_INCIDENT_COLUMNS}
 {_INCIDENT_FROM}
@@ -33,10 +35,10 @@ WHERE i.id IN (
     SELECT s.id FROM (
         SELECT x.id, x.sync_seq FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
         CROSS JOIN LATERAL (SELECT id, sync_seq FROM incidents WHERE cell_id = cid.id AND sync_seq > :seq
-                            ORDER BY sync_seq LIMIT :limit) x
+                            AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) x
         UNION
         SELECT id, sync_seq FROM (SELECT id, sync_seq FROM incidents WHERE reporter_id = :uid AND sync_seq > :seq
-                                  ORDER BY sync_seq LIMIT :limit) own
+                                  AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) own
         ORDER BY sync_seq LIMIT :limit) s)
 ORDER BY i.sync_seq
 """).bindparams(bindparam("cell_ids", type_=ARRAY(BigInteger)))
@@ -88,6 +90,7 @@ WHERE i.voided_at IS NULL AND (c.code = ANY(:codes) OR i.reporter_id = :uid)
 """).bindparams(bindparam("codes", type_=ARRAY(String)))
 
 OWN_BUCKET = "own"
+INCREMENTAL_WINDOW_FACTOR = 16  # first window = 16 pages of sync_seq numbers (the counter is county-wide)
 
 
 @dataclass
@@ -150,10 +153,17 @@ def _cell_ids(codes) -> list[int]:
 
 def _incremental(seq: int, codes, user: User, limit: int, hw: int):
     cell_ids = _cell_ids(codes)
-    streams = []
-    for row in db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "uid": user.id,
-                                                     "limit": limit + 1}):
-        streams.append((row.sync_seq, _incident_change(row)))
+    # Widen the window (x8) until it holds more than a page or reaches the high water: the rows returned
+    # are then exactly the first limit + 1 after the cursor, as without a window.
+    window = limit * INCREMENTAL_WINDOW_FACTOR
+    while True:
+        until = min(seq + window, hw)
+        rows = db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
+                                                     "uid": user.id, "limit": limit + 1}).all()
+        if len(rows) > limit or until >= hw:
+            break
+        window *= 8
+    streams = [(row.sync_seq, _incident_change(row)) for row in rows]
     for row in db.session.execute(_NOTES_SQL, {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": user.id,
                                                "limit": limit + 1}):
         streams.append((row.sync_seq, _note_change(row)))
@@ -162,6 +172,7 @@ def _incremental(seq: int, codes, user: User, limit: int, hw: int):
         streams.append((row.sync_seq, {"entity": "incident", "op": "evict", "id": str(row.incident_id),
                                        "seq": row.sync_seq, "reason": "moved_out_of_scope"}))
     for category in db.session.scalars(select(Category).where(Category.sync_seq > seq)
+                                       .options(selectinload(Category.conditions))  # not one query per row
                                        .order_by(Category.sync_seq).limit(limit + 1)):
         streams.append((category.sync_seq, _category_change(category)))
     streams = [s for s in streams if s[0] <= hw]  # nothing past the snapshot's committed high water
