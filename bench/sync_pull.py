@@ -137,8 +137,22 @@ def page_params(conn, username: str, cursor: str | None) -> dict:
     codes = conn.execute("SELECT cell_codes FROM worker_scopes WHERE user_id = %s AND epoch = %s",
                          (uid, epoch)).fetchone()[0]
     cell_ids = [r[0] for r in conn.execute("SELECT id FROM grid_cells WHERE code = ANY(%s) ORDER BY id", (codes,))]
-    return {"cell_ids": cell_ids, "seq": seq, "uid": uid, "limit": PAGE + 1, "codes": sorted(codes),
-            "epoch": epoch}
+    params = {"cell_ids": cell_ids, "seq": seq, "uid": uid, "limit": PAGE + 1, "codes": sorted(codes),
+              "epoch": epoch}
+    return {**params, "until": final_window(conn, params)}
+
+
+def final_window(conn, params: dict) -> int:
+    """The sync_seq window's upper end at which sync.pull._incremental stops widening for this cursor."""
+    from sync.pull import _INCREMENTAL_SQL, INCREMENTAL_WINDOW_FACTOR
+
+    hw = conn.execute("SELECT seq FROM sync_counter WHERE id = 1").fetchone()[0]
+    sql, window = with_pyformat(_INCREMENTAL_SQL.text), PAGE * INCREMENTAL_WINDOW_FACTOR
+    while True:
+        until = min(params["seq"] + window, hw)
+        if len(conn.execute(sql, {**params, "until": until}).fetchall()) > PAGE or until >= hw:
+            return until
+        window *= 8
 
 
 def raw_main(conn, sql: str):
