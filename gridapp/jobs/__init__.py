@@ -1,4 +1,6 @@
 """Queues, their limits, and the one way to enqueue. Jobs take ids and primitives, never objects."""
+from datetime import timedelta
+
 from rq import Queue
 
 from gridapp.extensions import redis_store
@@ -15,9 +17,12 @@ def queue(name: str = "default") -> Queue:
     return Queue(name, connection=redis_store.connection, default_timeout=limits["default_timeout"])
 
 
-def enqueue(func, *args, queue_name: str = "default", job_id: str | None = None, **kwargs):
-    """Enqueue a job after the caller has committed; returns the job."""
+def enqueue(func, *args, queue_name: str = "default", job_id: str | None = None, delay_seconds: float = 0,
+            **kwargs):
+    """Enqueue a job after the caller has committed (to run after `delay_seconds`, by the worker's
+    scheduler, when given); returns the job."""
     limits = QUEUE_LIMITS[queue_name]
-    return queue(queue_name).enqueue(
-        func, *args, job_id=job_id, result_ttl=limits["result_ttl"], failure_ttl=limits["failure_ttl"], **kwargs
-    )
+    options = dict(job_id=job_id, result_ttl=limits["result_ttl"], failure_ttl=limits["failure_ttl"], **kwargs)
+    if delay_seconds:
+        return queue(queue_name).enqueue_in(timedelta(seconds=delay_seconds), func, *args, **options)
+    return queue(queue_name).enqueue(func, *args, **options)

@@ -3,12 +3,14 @@ from datetime import date
 
 import pytest
 from openpyxl import Workbook
+from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select
 
 from gridapp.extensions import db
-from gridapp.jobs.dispatch import deliver_notification
+from gridapp.jobs import queue
+from gridapp.jobs.dispatch import DELIVERY_INTERVALS, deliver_notification, process_outbox_message
 from gridapp.jobs.worker import run_worker
-from gridapp.models import AuditEvent, CalendarDay, Category, Incident, Notification, ResponsibilityRule
+from gridapp.models import AuditEvent, CalendarDay, Category, Incident, Notification, OutboxMessage, ResponsibilityRule
 from gridapp.services.workflow import work_calendar
 from tests.factories import token_for
 from tests.workflow.helpers import WebhookReceiver, act, add_rule, point_squad_at, report
@@ -73,6 +75,45 @@ def _write_rules(tmp_path, rows, xlsx=False):
     path = tmp_path / "rules.csv"
     path.write_text("\n".join(",".join(map(str, r)) for r in [header, *rows]) + "\n", encoding="utf-8")
     return path
+
+
+def test_route_dispatch_notify_and_first_delivery_run_in_one_job(app, client, world, receiver):
+    """A queue round trip per step would triple the latency: the route job runs the messages it creates."""
+    add_rule(world, world["squad_a"], category=garbage(world), area=world["township_a"], auto=True)
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    route = db.session.scalar(select(OutboxMessage).where(OutboxMessage.incident_id == case))
+    assert process_outbox_message(route.id) == "done"  # this job alone, no worker
+    db.session.expire_all()
+    messages = db.session.scalars(select(OutboxMessage).where(OutboxMessage.incident_id == case)
+                                  .order_by(OutboxMessage.id)).all()
+    assert [(m.kind, m.processed_at is not None, m.attempts) for m in messages] == [("route", True, 1), ("notify", True, 1)]
+    assert [r["body"]["case_number"] for r in receiver.received] == [db.session.get(Incident, case).case_number]
+    assert process_outbox_message(route.id) == "skipped"
+    assert len(receiver.received) == 1
+
+
+def test_a_failed_first_delivery_continues_the_backoff_in_its_own_job(app, client, world, receiver):
+    receiver.failures_left = 1
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    act(client, world["users"]["dispatcher"], case, "dispatch", squad_code="01")
+    notify = db.session.scalar(select(OutboxMessage).where(OutboxMessage.kind == "notify"))
+    assert process_outbox_message(notify.id) == "done"
+    notification = db.session.scalar(select(Notification))
+    assert (notification.state, notification.attempts, receiver.received) == ("pending", 1, [])
+    registry = ScheduledJobRegistry(queue=queue())
+    [job_id] = registry.get_job_ids()
+    delay = registry.get_scheduled_time(job_id).timestamp() - notification.enqueued_at.timestamp()
+    assert DELIVERY_INTERVALS[0] - 1 < delay < DELIVERY_INTERVALS[0] + 1  # the first backoff, not at once
+    job = queue().fetch_job(job_id)
+    assert job.retries_left == len(DELIVERY_INTERVALS) - 1
+    registry.remove(job)
+    queue().enqueue_job(job)  # as the scheduler does when it is due
+    run_worker(app, ["default"], burst=True)
+    db.session.expire_all()
+    assert db.session.get(Notification, notification.id).state == "sent"
+    assert receiver.keys() == [notification.idempotency_key]
 
 
 def test_rules_import_from_xlsx_replaces_and_bad_rows_change_nothing(runner, world, tmp_path):
