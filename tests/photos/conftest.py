@@ -1,0 +1,31 @@
+"""Photos tests: a township with a grid worker's phone, dispatchers on both sides, a live HTTP server."""
+import pytest
+
+from gridapp.extensions import db
+from sync.client import HttpTransport, PhoneClient
+from tests.factories import PASSWORD, make_user, make_world
+from tests.photos.tus import Tus
+
+
+@pytest.fixture
+def world(app):
+    world = make_world(cols=3, rows=2)
+    world["worker"] = make_user("worker", "grid_worker", world["township_a"], cells=world["cells_a"][:3])
+    world["dispatcher"] = make_user("dispatcher", "dispatcher", world["township_a"])
+    world["other_dispatcher"] = make_user("other_dispatcher", "dispatcher", world["township_b"])
+    world["member"] = make_user("member", "squad_member", world["township_a"], squad=world["squad_a"])
+    db.session.commit()
+    return world
+
+
+@pytest.fixture
+def phone(world, live_server, tmp_path):
+    client = PhoneClient(HttpTransport(live_server), str(tmp_path / "phone.sqlite"))
+    client.register("worker", PASSWORD)
+    return client
+
+
+@pytest.fixture
+def tus(phone, live_server):
+    """A tus client with the phone's device token."""
+    return Tus(live_server, phone._meta("access_token"))
