@@ -1,10 +1,25 @@
 """Photos tests: a township with a grid worker's phone, dispatchers on both sides, a live HTTP server."""
+import shutil
+from pathlib import Path
+
 import pytest
 
 from gridapp.extensions import db
 from sync.client import HttpTransport, PhoneClient
+from tests.conftest import TEST_CONFIG
 from tests.factories import PASSWORD, make_user, make_world
 from tests.photos.tus import Tus
+
+
+@pytest.fixture(autouse=True)
+def empty_photo_storage():
+    """Each test starts and ends with an empty photo store (the database is emptied by tests/conftest.py)."""
+    root = Path(TEST_CONFIG["PHOTO_STORAGE_DIR"])
+    for child in root.iterdir():
+        shutil.rmtree(child)
+    yield
+    for child in root.iterdir():
+        shutil.rmtree(child)
 
 
 @pytest.fixture
