@@ -114,6 +114,21 @@ def declare_photo(incident: Incident, spec: dict, *, user: User, device_id=None,
     return photo
 
 
+def copy_photos(source: Incident, target: Incident) -> int:
+    """Declare a merged duplicate's photos on its master too (same blobs, ids derived from the master's)."""
+    copied = 0
+    for photo in db.session.scalars(select(IncidentPhoto).where(IncidentPhoto.incident_id == source.id)):
+        copy_id = uuid.uuid5(target.id, str(photo.id))
+        if db.session.get(IncidentPhoto, copy_id) is None:
+            db.session.add(IncidentPhoto(
+                id=copy_id, incident_id=target.id, photo_type=photo.photo_type, sha256=photo.sha256, size=photo.size,
+                mime=photo.mime, blob_sha256=photo.blob_sha256, problem=photo.problem, bound_at=photo.bound_at,
+                declared_by_id=photo.declared_by_id, device_id=photo.device_id))
+            copied += 1
+    db.session.flush()
+    return copied
+
+
 def photo_state(photo: IncidentPhoto) -> str:
     """present (bytes verified and bound), refused (the bytes failed the image checks) or missing."""
     if photo.blob_sha256:

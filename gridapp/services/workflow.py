@@ -252,14 +252,16 @@ def _merge(incident, actor, reason, params):
         raise WorkflowInputInvalid(fields={"master_id": ["The master case is closed."]})
     incident.master_id = master.id
     copied = 0
-    for note in list(incident.notes):  # the reporter's notes join the master (photos with the photo issue)
+    for note in list(incident.notes):  # the reporter's notes and photos join the master
         db.session.add(IncidentNote(id=uuid.uuid5(master.id, str(note.id)), incident_id=master.id,
                                     author_id=note.author_id, text=note.text, created_at_device=note.created_at_device))
         copied += 1
+    photos = photos_.copy_photos(incident, master)
     db.session.add(IncidentEvent(incident_id=master.id, action="incident.merged_in", actor_id=actor.id,
                                  actor_role=actor.role, from_status=master.status, to_status=master.status,
-                                 reason=reason, details={"duplicate": str(incident.id), "notes": copied}))
-    return {"master_id": str(master.id), "notes_copied": copied}
+                                 reason=reason, details={"duplicate": str(incident.id), "notes": copied,
+                                                         "photos": photos}))
+    return {"master_id": str(master.id), "notes_copied": copied, "photos_copied": photos}
 
 
 def _dispatch(incident, actor, reason, params):

@@ -141,3 +141,16 @@ def test_the_requirement_can_be_turned_off(app, client, case_world):
         assert act(client, users["squad_member"], case, "submit_result", "清理完毕", photos=[]).status_code == 200
     finally:
         app.config["WORKFLOW_REQUIRE_AFTER_PHOTO"] = True
+
+
+def test_a_duplicates_photos_join_its_master(client, case_world):
+    users = case_world["users"]
+    master, duplicate = report(case_world), report(case_world, description="same garbage")
+    near = photo_spec("report", b"near shot")
+    db.session.add(IncidentPhoto(id=uuid.UUID(near["attachment_id"]), incident_id=duplicate, photo_type="report",
+                                 sha256=near["sha256"], size=near["size"], declared_by_id=users["reporter"].id))
+    db.session.commit()
+    merged = act(client, users["dispatcher"], duplicate, "merge", master_id=str(master))
+    assert merged.status_code == 200 and merged.get_json()["event"]["details"]["photos_copied"] == 1
+    master_photos = db.session.query(IncidentPhoto).filter_by(incident_id=master).all()
+    assert [(p.sha256, p.photo_type) for p in master_photos] == [(near["sha256"], "report")]
