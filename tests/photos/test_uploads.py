@@ -77,6 +77,20 @@ def test_wrong_offset_is_409_with_the_current_offset(tus):
     assert int(tus.head(url).header("Upload-Offset")) == 50_000
 
 
+def test_two_patches_racing_for_one_offset_store_it_once(tus):
+    data = jpeg(size=600_000)
+    url = tus.create(sha256(data), len(data)).header("Location")
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: tus.patch(url, 0, data[:300_000]), range(4)))
+    statuses = sorted(a.status for a in answers)
+    assert statuses[0] == 204 and statuses.count(204) == 1 and set(statuses[1:]) == {409}
+    assert all(a.json()["details"]["current_offset"] == 300_000 for a in answers if a.status == 409)
+    upload = fresh(PhotoUpload)[0]
+    assert upload.offset == 300_000 and len(upload.parts) == 1
+    assert tus.patch(url, 300_000, data[300_000:]).status == 204
+    assert b"".join(storage().open(photos.blob_key(sha256(data)))) == data
+
+
 def test_a_corrupted_chunk_is_460_and_discarded(tus):
     data = jpeg(size=200_000)
     url = tus.create(sha256(data), len(data)).header("Location")
@@ -245,6 +259,10 @@ def test_truncated_and_bomb_images_are_refused(phone, tus, tmp_path, make, code)
 
 def test_tus_version_termination_and_foreign_uploads(tus, live_server, world):
     data = jpeg(size=30_000)
+    discovery = tus.request("OPTIONS", UPLOADS, tus=False)  # tus discovery: what this server speaks
+    assert discovery.header("Tus-Version") == "1.0.0"
+    assert discovery.header("Tus-Extension") == "creation,checksum,expiration,termination"
+    assert "sha256" in discovery.header("Tus-Checksum-Algorithm").split(",")
     assert tus.request("POST", UPLOADS, {"Upload-Length": "10"}, tus=False).code == "photo.tus_version"
     assert tus.request("POST", UPLOADS, {"Upload-Length": "10", "Upload-Metadata": "sha256 !!"}).code == "bad_request"
     url = tus.create(sha256(data), len(data)).header("Location")
@@ -254,6 +272,14 @@ def test_tus_version_termination_and_foreign_uploads(tus, live_server, world):
     assert member.request("DELETE", url).code == "photo.upload_not_found"
     assert tus.request("DELETE", url).status == 204
     assert tus.head(url).status == 404 and fresh(PhotoUpload) == []
+
+
+def test_sync_config_advertises_the_photo_limits(app, phone):
+    config = phone._call("GET", "/api/v1/sync/config").body
+    assert config["photo_types"] == ["report", "before_handling", "after_handling", "check"]
+    assert (config["photo_max_bytes"], config["photo_max_chunk_bytes"]) == (
+        app.config["PHOTO_MAX_BYTES"], app.config["PHOTO_MAX_CHUNK_BYTES"])
+    assert "photo.add" in config["mutation_types"]
 
 
 def test_missing_photos_for_a_reinstalled_phone(world, live_server, phone, tus, tmp_path):
