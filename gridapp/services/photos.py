@@ -247,8 +247,8 @@ class _Body:
     """Iterate a request body in chunks: sniff the first bytes, hash for the chunk checksum, and stop quietly
     (remembering it) when the client goes away mid-body."""
 
-    def __init__(self, stream, first: bool, algorithm: str | None):
-        self.stream, self.first = stream, first
+    def __init__(self, stream, first: bool, algorithm: str | None, limit: int):
+        self.stream, self.first, self.limit = stream, first, limit
         self.hasher = hashlib.new(algorithm) if algorithm else None
         self.received, self.cut = 0, False
 
@@ -273,6 +273,8 @@ class _Body:
             if self.hasher:
                 self.hasher.update(chunk)
             self.received += len(chunk)
+            if self.received > self.limit:  # a body without Content-Length that goes on too long
+                raise PayloadTooLarge(f"This chunk may have at most {self.limit} bytes.", limit_bytes=self.limit)
             yield chunk
 
 
@@ -297,7 +299,8 @@ def append_chunk(upload_id: uuid.UUID, uploader: str, offset: int, stream, conte
     db.session.commit()  # release the connection while the bytes trickle in
 
     key = f"uploads/{upload_id}/{offset:012d}-{secrets.token_hex(4)}"
-    body = _Body(stream, first=offset == 0, algorithm=checksum[0] if checksum else None)
+    limit = min(length - offset, current_app.config["PHOTO_MAX_CHUNK_BYTES"])
+    body = _Body(stream, first=offset == 0, algorithm=checksum[0] if checksum else None, limit=limit)
     try:
         storage().put(key, body)
     except NotAnImage:
@@ -310,9 +313,6 @@ def append_chunk(upload_id: uuid.UUID, uploader: str, offset: int, stream, conte
     if checksum and body.hasher.digest() != checksum[1]:
         storage().delete(key)
         raise ChunkChecksumMismatch(offset=offset)
-    if offset + body.received > length:
-        storage().delete(key)
-        raise PayloadTooLarge(f"The upload has {length - offset} bytes left.", limit_bytes=length - offset)
     new_offset = offset + body.received
     moved = db.session.execute(
         update(PhotoUpload).where(PhotoUpload.id == upload_id, PhotoUpload.offset == offset)

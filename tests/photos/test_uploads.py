@@ -228,6 +228,9 @@ def test_oversized_uploads_are_413_with_the_limit_before_any_body(app, tus):
     assert answer.status == 413 and answer.json()["details"]["limit_bytes"] == app.config["PHOTO_MAX_CHUNK_BYTES"]
     too_long = tus.patch(url, 0, data + b"x")  # past Upload-Length
     assert too_long.status == 413 and too_long.json()["details"]["limit_bytes"] == len(data)
+    chunked = tus.patch(url, 0, iter([data, b"more than announced"]), checksum=False)  # chunked: counted as it comes
+    assert chunked.status == 413 and chunked.json()["details"]["limit_bytes"] == len(data)
+    assert int(tus.head(url).header("Upload-Offset")) == 0 and fresh(PhotoUpload)[0].parts == []
 
 
 def test_a_non_image_is_refused_by_its_bytes_whatever_its_name(phone, tus, tmp_path):
