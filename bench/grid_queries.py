@@ -405,7 +405,7 @@ def psycopg_variant(conn: psycopg.Connection, sqls: dict):
 class PsqlSession:
     """ONE psql process for the whole run, fed batch after batch.
 
-    A batch goes in as a file (`\i`), so writing to psql's stdin never blocks; psql's stdout is a
+    A batch goes in as a file (`\\i`), so writing to psql's stdin never blocks; psql's stdout is a
     pseudo-terminal, so psql line-buffers it and a batch's "Time:" lines can be read back before the
     next variant runs. The rows themselves go to /dev/null (-o).
     """

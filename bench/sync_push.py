@@ -134,6 +134,14 @@ def build_world(app, cells: int, workers: int, cells_per_worker: int) -> dict:
 def gunicorn(db_url: str, workers: int = 2, threads: int = 4, extra_pythonpath: str | None = None,
              app_spec: str = "wsgi:app", extra_env: dict | None = None):
     """Run gunicorn (gthread, like scripts/run.sh) on a free loopback port; yield the base URL; always stop it."""
+    with gunicorn_process(db_url, workers, threads, extra_pythonpath, app_spec, extra_env) as (url, _):
+        yield url
+
+
+@contextmanager
+def gunicorn_process(db_url: str, workers: int = 2, threads: int = 4, extra_pythonpath: str | None = None,
+                     app_spec: str = "wsgi:app", extra_env: dict | None = None):
+    """As gunicorn(), yielding (base URL, the master's Popen) for callers that watch the processes."""
     port = free_port()
     env = {**os.environ, "GRIDAPP_SECRET_KEY": SECRET_KEY, "GRIDAPP_SQLALCHEMY_DATABASE_URI": db_url,
            "GRIDAPP_REDIS_URL": REDIS_URL, "GRIDAPP_LOG_LEVEL": "WARNING", **(extra_env or {})}
@@ -147,7 +155,7 @@ def gunicorn(db_url: str, workers: int = 2, threads: int = 4, extra_pythonpath: 
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_serving(proc, port, {}, "/api/v1/openapi.json", log, timeout=60)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         try:

@@ -27,15 +27,18 @@ def create_app(config: Mapping | None = None) -> Flask:
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
-    from gridapp import cli, errors
+    from gridapp import cli, errors, storage
     from gridapp.api import GridApi, register_api
     from gridapp.extensions import db, migrate, redis_store
     from gridapp.services.passwords import init_app as init_passwords
+    from gridapp.services.photos import init_app as init_photos
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_store.init_app(app)
     init_passwords(app)
+    storage.init_app(app)
+    init_photos(app)
     api = GridApi(app)
     # Registered after flask-smorest's own handler so the one problem+json handler wins.
     errors.register_error_handlers(app)

@@ -1,4 +1,5 @@
 """Every configuration key the app reads, with its default. Override with GRIDAPP_<KEY> env vars."""
+from pathlib import Path
 
 
 class Defaults:
@@ -43,6 +44,24 @@ class Defaults:
     # A new report this close to an open case of the same category, this soon after it, is a likely duplicate.
     DUPLICATE_DISTANCE_M = 50
     DUPLICATE_WINDOW_HOURS = 72
+
+    # Photos (docs/photos.md). Storage: "file" (under PHOTO_STORAGE_DIR) or "s3" (an S3-compatible bucket).
+    PHOTO_STORAGE = "file"
+    PHOTO_STORAGE_DIR = str(Path(__file__).resolve().parent.parent / "var" / "photos")
+    PHOTO_S3_BUCKET = "gridapp-photos"
+    PHOTO_S3_ENDPOINT_URL = None  # e.g. http://minio.local:9000; None means AWS
+    PHOTO_S3_REGION = None
+    PHOTO_S3_ACCESS_KEY = None  # None: boto3's usual credential chain (env, files, instance role)
+    PHOTO_S3_SECRET_KEY = None
+    PHOTO_MAX_BYTES = 25 * 1024 * 1024  # one photo; a larger Upload-Length is refused with 413
+    PHOTO_MAX_CHUNK_BYTES = 8 * 1024 * 1024  # one PATCH body
+    PHOTO_MAX_PIXELS = 40_000_000  # decoded width × height; above it the photo is refused (decompression bombs)
+    PHOTO_UPLOAD_EXPIRY_HOURS = 14 * 24  # an upload untouched this long is expired and collected
+    PHOTO_ORPHAN_DAYS = 30  # a verified blob no incident declares is kept this long for its report to arrive
+    PHOTO_DISPLAY_PX = 1600  # longest side of the display image
+    PHOTO_THUMB_PX = 320  # longest side of the thumbnail
+    # The squad's "submit_result" and the worker's "self_handle" need an after-handling photo.
+    WORKFLOW_REQUIRE_AFTER_PHOTO = True
 
     # Display time zone (storage is always UTC).
     DISPLAY_TIMEZONE = "Asia/Shanghai"

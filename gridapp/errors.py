@@ -148,6 +148,60 @@ class ReviewItemClosed(Conflict):  # the quarantine item or conflict was already
     code, default_message = "sync.review_item_closed", "This item was already resolved."
 
 
+# --- photos (tus uploads, downloads, image checks; docs/photos.md) ----------------------------------
+class TusVersionUnsupported(AppError):  # Tus-Resumable missing or not 1.0.0 on a tus request
+    code, http_status, default_message = "photo.tus_version", 412, "This server speaks tus 1.0.0 (Tus-Resumable)."
+
+
+class UploadNotFound(NotFound):  # no upload with this id for this uploader (or it finished or was terminated)
+    code, default_message = "photo.upload_not_found", "No such upload."
+
+
+class UploadOffsetMismatch(Conflict):  # a PATCH at another offset than the stored one; details.current_offset
+    code, default_message = "photo.offset_mismatch", "Upload-Offset does not match the upload's offset."
+
+
+class UploadExpired(AppError):  # the upload was untouched past Upload-Expires; start a new one
+    code, http_status, default_message = "photo.upload_expired", 410, "This upload has expired."
+
+
+class ChunkChecksumMismatch(AppError):  # the chunk's Upload-Checksum did not match its bytes; it was discarded
+    code, http_status, default_message = "photo.checksum_mismatch", 460, "The chunk's checksum does not match."
+
+
+class PhotoHashMismatch(AppError):  # the whole file's SHA-256 differs from the declared one; the upload restarts
+    code, http_status, default_message = "photo.hash_mismatch", 422, "The file's SHA-256 is not the declared one."
+
+
+class NotAnImage(AppError):  # the bytes are not JPEG, PNG or WebP (decided by sniffing, not by the name)
+    code, http_status, default_message = "photo.not_an_image", 415, "Only JPEG, PNG and WebP photos are accepted."
+
+
+class InvalidImage(AppError):  # an accepted type that does not decode (truncated or corrupt)
+    code, http_status, default_message = "photo.invalid_image", 422, "The image is truncated or corrupt."
+
+
+class TooManyPixels(AppError):  # width × height above PHOTO_MAX_PIXELS (decompression bombs); details.limit_pixels
+    code, http_status, default_message = "photo.too_many_pixels", 422, "The image has too many pixels."
+
+
+class PhotoNotFound(NotFound):  # no such photo (or rendition yet) on an incident the caller may see
+    code, default_message = "photo.not_found", "No such photo."
+
+
+class RangeNotSatisfiable(AppError):  # a Range outside the photo's bytes; details.size says how many there are
+    code, http_status, default_message = "photo.range_not_satisfiable", 416, "The range is outside the photo."
+
+
+class PhotoImmutable(Conflict):  # an attachment_id already declared with other bytes, type or incident
+    code, default_message = "photo.immutable", "This attachment is already bound to other content."
+
+
+class AfterPhotoRequired(AppError):  # completing a case needs an after-handling photo (WORKFLOW_REQUIRE_AFTER_PHOTO)
+    code, http_status, default_message = ("workflow.after_photo_required", 422,
+                                          "This action needs an after-handling (处置后) photo.")
+
+
 # geo.errors.* keep their own codes (geo.invalid_geometry, geo.unsupported_crs, geo.crs_required,
 # geo.unreadable_file, geo.outside_china) and all map to 422.
 GEO_ERROR_STATUS = 422

@@ -3,12 +3,15 @@
 No Flask inside: it talks HTTP (or any `transport`) to a running server. Used by the tests, the
 benchmarks and `flask sync simulate`, and as the executable form of docs/sync-protocol.md.
 """
+import base64
 import gzip
+import hashlib
 import http.client
 import json
+import os
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit
 
@@ -22,7 +25,16 @@ CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, version INTEGER NOT N
 CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY, incident_id TEXT, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS categories (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (mutation_id TEXT PRIMARY KEY, result TEXT NOT NULL);
+-- Photos wait here until their declaring mutation has left the outbox (reports land before photos);
+-- state: pending | done | refused. upload_url is the tus upload to resume (with HEAD).
+CREATE TABLE IF NOT EXISTS photos (attachment_id TEXT PRIMARY KEY, incident_id TEXT, device_seq INTEGER,
+                                   path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, type TEXT NOT NULL,
+                                   state TEXT NOT NULL DEFAULT 'pending', upload_url TEXT, problem TEXT);
 """
+TUS_VERSION = "1.0.0"
+# Answers that mean the photo's bytes will never be accepted: stop trying, keep the file, tell the worker.
+PHOTO_REFUSALS = ("photo.not_an_image", "photo.invalid_image", "photo.too_many_pixels", "photo.hash_mismatch",
+                  "payload_too_large")
 
 
 class SyncError(Exception):
@@ -37,6 +49,10 @@ class SyncError(Exception):
 class Response:
     status: int
     body: dict | list | None
+    headers: dict = field(default_factory=dict)  # lower-case names
+
+    def header(self, name: str, default=None):
+        return self.headers.get(name.lower(), default)
 
 
 class HttpTransport:
@@ -60,7 +76,18 @@ class HttpTransport:
             self.connection.close()
             self.connection = None
             raise
-        return Response(raw.status, json.loads(data) if data else None)
+        return Response(raw.status, json.loads(data) if data else None,
+                        {name.lower(): value for name, value in raw.getheaders()})
+
+
+def file_sha256(path: str) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file, read in chunks."""
+    hasher, size = hashlib.sha256(), 0
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
 
 
 class PhoneClient:
@@ -101,26 +128,66 @@ class PhoneClient:
         """The terminal result of every mutation this phone sent, by mutation_id."""
         return {m: json.loads(r) for m, r in self.db.execute("SELECT * FROM results")}
 
-    def _enqueue(self, body: dict) -> dict:
+    def photos(self) -> dict[str, dict]:
+        """This phone's photos by attachment_id: incident, path, sha256, size, type, state, problem."""
+        rows = self.db.execute("SELECT attachment_id, incident_id, path, sha256, size, type, state, problem FROM photos")
+        keys = ("incident_id", "path", "sha256", "size", "type", "state", "problem")
+        return {row[0]: dict(zip(keys, row[1:])) for row in rows}
+
+    def _enqueue(self, body: dict, photos: list[dict] | None = None) -> dict:
         seq = self._meta("next_seq", 1)
         body = {"mutation_id": str(uuid.uuid4()), "device_seq": seq, **body,
                 "scope_epoch": self._meta("scope", {}).get("epoch"), "created_at_device": self.clock().isoformat()}
-        # The mutation and the sequence number are saved together: a crash loses neither.
+        # The mutation, its photos and the sequence number are saved together: a crash loses none of them.
         with self.db:
             self.db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?)",
                             (seq, body["mutation_id"], body["incident_id"], json.dumps(body)))
+            for photo in photos or ():
+                self.db.execute("INSERT INTO photos (attachment_id, incident_id, device_seq, path, sha256, size, type) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)", (photo["attachment_id"], body["incident_id"], seq,
+                                                                 photo["path"], photo["sha256"], photo["size"],
+                                                                 photo["type"]))
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (json.dumps(seq + 1),))
         return body
 
+    @staticmethod
+    def _declare(photos) -> list[dict]:
+        """Hash the photo files: [(path, type), ...] or [path, ...] → declarations with their paths."""
+        out = []
+        for item in photos or ():
+            path, photo_type = (item, "report") if isinstance(item, str) else item
+            sha256, size = file_sha256(path)
+            out.append({"attachment_id": str(uuid.uuid4()), "sha256": sha256, "size": size, "type": photo_type,
+                        "path": os.path.abspath(path)})
+        return out
+
+    @staticmethod
+    def _wire(photos: list[dict]) -> list[dict]:
+        return [{k: v for k, v in photo.items() if k != "path"} for photo in photos]
+
     # --- what a worker does offline ---------------------------------------------------------------------
     def report(self, category: str, description: str, lon: float, lat: float, crs: str = "wgs84",
-               accuracy: float | None = None, incident_id: str | None = None) -> str:
-        """Save a new report in the outbox (works offline); return its client-minted id."""
+               accuracy: float | None = None, incident_id: str | None = None, photos=None) -> str:
+        """Save a new report in the outbox (works offline); return its client-minted id.
+
+        `photos`: file paths (type "report") or (path, type) pairs; they are declared by hash in the
+        report and uploaded after the server has acknowledged it.
+        """
         incident_id = incident_id or str(uuid.uuid4())
-        self._enqueue({"type": "incident.create", "incident_id": incident_id, "data": {
+        declared = self._declare(photos)
+        body = {"type": "incident.create", "incident_id": incident_id, "data": {
             "category": category, "description": description,
-            "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}})
+            "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}}
+        if declared:
+            body["photos"] = self._wire(declared)
+        self._enqueue(body, declared)
         return incident_id
+
+    def add_photos(self, incident_id: str, photos) -> dict:
+        """Declare more photos on an incident (e.g. before/after handling); uploaded after the ack."""
+        declared = self._declare(photos)
+        return self._enqueue({"type": "photo.add", "incident_id": incident_id, "photos": self._wire(declared)},
+                             declared)
 
     def local_view(self, incident_id: str) -> dict:
         """The incident as the worker sees it: the server's copy with this phone's pending changes on top."""
@@ -279,7 +346,99 @@ class PhoneClient:
             self.pull()
         return outcome
 
+    # --- photos (tus) ------------------------------------------------------------------------------------
+    def _tus(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None) -> Response:
+        headers = {"Tus-Resumable": TUS_VERSION, "X-Device-Time": self.clock().isoformat(), **(headers or {}),
+                   "Authorization": f"Bearer {self._meta('access_token')}"}
+        response = self.transport(method, path, headers, body)
+        if response.status == 401:
+            self._refresh()
+            headers["Authorization"] = f"Bearer {self._meta('access_token')}"
+            response = self.transport(method, path, headers, body)
+        return response
+
+    def upload_photos(self, chunk_bytes: int = 256 * 1024, checksum: bool = True) -> dict:
+        """Upload the photos whose report (or photo.add) the server has acknowledged, oldest first,
+        resuming each from the server's offset (HEAD). Network errors propagate: call again later."""
+        counts = {"uploaded": 0, "already_there": 0, "refused": 0}
+        rows = self.db.execute(
+            "SELECT attachment_id, path, sha256, size, upload_url FROM photos WHERE state = 'pending' "
+            "AND device_seq NOT IN (SELECT device_seq FROM outbox) ORDER BY device_seq, rowid").fetchall()
+        for attachment_id, path, sha256, size, upload_url in rows:
+            outcome, problem = self._upload_one(attachment_id, path, sha256, size, upload_url, chunk_bytes, checksum)
+            with self.db:
+                self.db.execute("UPDATE photos SET state = ?, problem = ?, upload_url = NULL WHERE attachment_id = ?",
+                                ("refused" if outcome == "refused" else "done", problem, attachment_id))
+            counts[outcome] += 1
+        return counts
+
+    def _upload_one(self, attachment_id, path, sha256, size, url, chunk_bytes, checksum) -> tuple[str, str | None]:
+        offset = None
+        if url:
+            head = self._tus("HEAD", url)
+            offset = int(head.header("Upload-Offset")) if head.status == 200 else None
+        if offset is None:
+            metadata = "sha256 " + base64.b64encode(sha256.encode()).decode()
+            created = self._tus("POST", "/api/v1/photos/uploads", {"Upload-Length": str(size),
+                                                                 "Upload-Metadata": metadata})
+            if created.status == 200:
+                return "already_there", None
+            if created.status != 201:
+                return self._photo_problem(created)
+            url, offset = urlsplit(created.header("Location")).path, 0
+            with self.db:
+                self.db.execute("UPDATE photos SET upload_url = ? WHERE attachment_id = ?", (url, attachment_id))
+        with open(path, "rb") as src:
+            while offset < size:
+                src.seek(offset)
+                chunk = src.read(chunk_bytes)
+                headers = {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
+                if checksum:
+                    headers["Upload-Checksum"] = "sha256 " + base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+                answer = self._tus("PATCH", url, headers, chunk)
+                if answer.status == 204:
+                    offset = int(answer.header("Upload-Offset"))
+                elif answer.status == 409:  # the server has a different offset: continue from there
+                    offset = answer.body["details"]["current_offset"]
+                elif answer.status == 460:
+                    continue  # the chunk was damaged on the way: send it again
+                elif answer.status in (404, 410):  # finished elsewhere, expired or collected: start again
+                    with self.db:
+                        self.db.execute("UPDATE photos SET upload_url = NULL WHERE attachment_id = ?", (attachment_id,))
+                    return self._upload_one(attachment_id, path, sha256, size, None, chunk_bytes, checksum)
+                else:
+                    return self._photo_problem(answer)
+        return "uploaded", None
+
+    def _photo_problem(self, response: Response) -> tuple[str, str]:
+        code = (response.body or {}).get("code")
+        if code in PHOTO_REFUSALS:
+            return "refused", code
+        raise SyncError(response.status, response.body or {})
+
+    def missing_photos(self) -> list[dict]:
+        """What the server still lacks of the photos this user declared (from any install)."""
+        return self._call("GET", "/api/v1/photos/missing").body
+
+    def adopt_missing(self, paths) -> int:
+        """After a reinstall: queue those of these files (the phone's gallery) that the server still lacks."""
+        wanted = {m["sha256"]: m for m in self.missing_photos()}
+        adopted = 0
+        with self.db:
+            for path in paths:
+                sha256, size = file_sha256(path)
+                missing = wanted.pop(sha256, None)
+                if missing is None:
+                    continue
+                self.db.execute("INSERT OR IGNORE INTO photos (attachment_id, incident_id, device_seq, path, sha256, "
+                                "size, type) VALUES (?, ?, 0, ?, ?, ?, ?)",
+                                (missing["attachment_id"], missing["incident_id"], os.path.abspath(path), sha256, size,
+                                 missing["type"]))
+                adopted += 1
+        return adopted
+
     def sync(self) -> None:
-        """Push everything, then pull until caught up."""
+        """Push everything, upload the photos of acknowledged reports, then pull until caught up."""
         self.push()
+        self.upload_photos()
         self.pull()

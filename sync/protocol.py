@@ -7,7 +7,7 @@ import math
 import uuid
 
 PROTOCOL_VERSION = 1
-MUTATION_TYPES = ("incident.create", "incident.update", "note.add")
+MUTATION_TYPES = ("incident.create", "incident.update", "note.add", "photo.add")
 
 # Terminal item statuses: the phone deletes the outbox item. `retry` is the only non-terminal one.
 APPLIED, MERGED, DUPLICATE, QUARANTINED, RETRY = "applied", "merged", "duplicate", "quarantined", "retry"
@@ -23,6 +23,7 @@ ID_COLLISION = "id_collision"  # a client id already used by another mutation
 UNKNOWN_INCIDENT = "unknown_incident"  # update/note before its create arrived (retry, then quarantine)
 DEPENDS_ON_QUARANTINED = "depends_on_quarantined"  # an earlier mutation of the batch for this incident failed
 INTEGRITY_ERROR = "integrity_error"  # the database refused the item repeatedly
+ATTACHMENT_IMMUTABLE = "attachment_immutable"  # an attachment_id already declared with other bytes
 
 CLOCK_SUSPECT_MS = 5 * 60 * 1000
 

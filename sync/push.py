@@ -12,6 +12,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 
 from geo.errors import GeometryError
+from gridapp.errors import PhotoImmutable
 from gridapp.extensions import db
 from gridapp.models import (
     DISPATCH_FIELDS,
@@ -26,7 +27,7 @@ from gridapp.models import (
     User,
     utcnow,
 )
-from gridapp.services import incidents
+from gridapp.services import incidents, photos
 from gridapp.services.scope import codes_within_grace, current_scope
 from sync import protocol as p
 from sync.schemas import MUTATION_SCHEMAS, IncidentDataSchema
@@ -212,6 +213,7 @@ def _create(mutation: dict, ctx: PushContext) -> dict:
     data = mutation["data"]
     if db.session.get(Incident, mutation["incident_id"]) is not None:
         raise Quarantine(p.ID_COLLISION, "An incident with this id was created by another mutation.")
+    _check_photos_immutable(mutation)
     try:
         point, cell = incidents.place(data["location"])
     except GeometryError as exc:
@@ -224,13 +226,43 @@ def _create(mutation: dict, ctx: PushContext) -> dict:
         created_at_device=mutation["created_at_device"], clock_suspect=ctx.clock_suspect,
         mutation_id=mutation["mutation_id"], township_id=ctx.user.area_id,
     )
+    declared = _declare_photos(incident, mutation["photos"], ctx)
     warnings = []
     if incident.is_outside_grid:
         warnings.append("outside_grid")
     if incident.category_id is None:
         warnings.append("unknown_category")
     return {"status": p.APPLIED, "version": incident.version, "case_number": incident.case_number,
-            "cell_code": cell.code if cell else None, "warnings": warnings}
+            "cell_code": cell.code if cell else None, "warnings": warnings, "photos": declared}
+
+
+def _check_photos_immutable(mutation: dict) -> None:
+    """Refuse, before any effect, a photo whose attachment_id is already declared with other content."""
+    for spec in mutation["photos"]:
+        try:
+            photos.check_declarable(mutation["incident_id"], spec)
+        except PhotoImmutable as exc:
+            raise Quarantine(p.ATTACHMENT_IMMUTABLE,
+                             f"Attachment {spec['attachment_id']} is bound to other content.") from exc
+
+
+def _declare_photos(incident: Incident, specs: list[dict], ctx: PushContext) -> list[dict]:
+    """Declare the mutation's photos; tell the phone which ones it still has to upload."""
+    out = []
+    for spec in specs:
+        photo = photos.declare_photo(incident, spec, user=ctx.user, device_id=ctx.device.id)
+        state = photos.photo_state(photo)
+        out.append({"attachment_id": str(photo.id), "state": state,
+                    "upload": "required" if state == "missing" else "not_needed"})
+    return out
+
+
+def _photo_add(mutation: dict, ctx: PushContext) -> dict:
+    incident = _existing(mutation, ctx)
+    _check_scope(incident, ctx)
+    _check_photos_immutable(mutation)
+    return {"status": p.APPLIED, "version": incident.version,
+            "photos": _declare_photos(incident, mutation["photos"], ctx)}
 
 
 def _update(mutation: dict, ctx: PushContext) -> dict:
@@ -297,4 +329,4 @@ def _note(mutation: dict, ctx: PushContext) -> dict:
     return {"status": p.APPLIED, "version": incident.version, "note_id": str(mutation["note_id"])}
 
 
-APPLY = {"incident.create": _create, "incident.update": _update, "note.add": _note}
+APPLY = {"incident.create": _create, "incident.update": _update, "note.add": _note, "photo.add": _photo_add}

@@ -4,6 +4,7 @@ import re
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
 from geo.crs import POINT_CRS
+from gridapp.schemas.photos import PhotoSpecSchema
 from sync.protocol import PROTOCOL_VERSION
 
 MAX_DESCRIPTION = 2000
@@ -53,8 +54,13 @@ class MutationSchema(Schema):
     created_at_device = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=None)
 
 
+MAX_PHOTOS = 50  # per mutation
+
+
 class CreateSchema(MutationSchema):
     data = fields.Nested(IncidentDataSchema, required=True)
+    # Photos are declared here by hash; their bytes follow through the tus endpoints (docs/photos.md).
+    photos = fields.List(fields.Nested(PhotoSpecSchema), load_default=list, validate=validate.Length(max=MAX_PHOTOS))
 
 
 class FieldChangeSchema(Schema):
@@ -73,7 +79,13 @@ class NoteSchema(MutationSchema):
     text = CleanText(required=True, validate=validate.Length(min=1, max=MAX_NOTE))
 
 
-MUTATION_SCHEMAS = {"incident.create": CreateSchema(), "incident.update": UpdateSchema(), "note.add": NoteSchema()}
+class PhotoAddSchema(MutationSchema):
+    photos = fields.List(fields.Nested(PhotoSpecSchema), required=True,
+                         validate=validate.Length(min=1, max=MAX_PHOTOS))
+
+
+MUTATION_SCHEMAS = {"incident.create": CreateSchema(), "incident.update": UpdateSchema(), "note.add": NoteSchema(),
+                    "photo.add": PhotoAddSchema()}
 
 
 class PushBatchSchema(Schema):

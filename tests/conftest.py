@@ -1,10 +1,13 @@
 """Fixtures: one app on the test database (schema built by the migrations), a clean database and
 Redis after every test, clients and a way to sign in as any role. Real PostgreSQL/PostGIS and Redis."""
 import os
+import tempfile
+import threading
 
 import pytest
 from flask_migrate import upgrade
 from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from gridapp import create_app
 from gridapp.extensions import db, redis_store
@@ -21,6 +24,8 @@ TEST_CONFIG = {
     # Cheap hashing: the suite creates hundreds of users.
     "ARGON2_TIME_COST": 1,
     "ARGON2_MEMORY_KIB": 1024,
+    # Photos go to a scratch directory of this test session (tests of the S3 backend set their own).
+    "PHOTO_STORAGE_DIR": tempfile.mkdtemp(prefix="gridapp-test-photos-"),
 }
 # Tables that survive between tests: PostGIS's own, the migration marker and the sync counter (monotonic).
 KEEP_TABLES = {"spatial_ref_sys", "alembic_version", "sync_counter"}
@@ -80,3 +85,15 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def live_server(app):
+    """The app in werkzeug's threaded HTTP server on 127.0.0.1; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

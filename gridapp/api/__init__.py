@@ -30,10 +30,12 @@ class GridApi(Api):
 def register_api(app, api: Api):
     """Register every API blueprint, the bearer security scheme and the JSON body check."""
     from gridapp.api import areas, auth, categories, devices, dispatch, grids, health, incidents, squads, sync, users
+    from gridapp.api.photos import blp as photos_blp
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     for module in (health, auth, areas, grids, categories, squads, users, devices, sync, incidents, dispatch):
         api.register_blueprint(module.blp)
+    api.register_blueprint(photos_blp)
     app.before_request(check_json_body)
     app.after_request(gzip_response)
 
@@ -42,8 +44,8 @@ def check_json_body():
     """Inflate gzip bodies (bounded), then refuse bodies that are not JSON (415) or not parsable (400)."""
     if request.method not in ("POST", "PUT", "PATCH") or not request.path.startswith(API_PREFIX):
         return
-    if not request.content_length:
-        return
+    if not request.content_length or request.mimetype == "application/offset+octet-stream":
+        return  # no body, or tus photo bytes (streamed by their view, never parsed)
     if request.headers.get("Content-Encoding", "").lower() == "gzip":
         # Werkzeug reads the body from the cached data from now on.
         request._cached_data = inflate(request.get_data(), current_app.config["SYNC_MAX_INFLATED_BYTES"])

@@ -17,7 +17,8 @@ from gridapp.schemas.incidents import (
     IncidentListArgs,
     IncidentSchema,
 )
-from gridapp.services import incidents, workflow
+from gridapp.schemas.photos import PhotoSchema
+from gridapp.services import incidents, photos, workflow
 from gridapp.services.access import scope_prefix
 
 blp = Blueprint("incidents", __name__, url_prefix="/api/v1/incidents", description="Incidents as reported")
@@ -42,7 +43,16 @@ def get_incident(incident_id):
     incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
     incident.history = incidents.revisions(incident)
     incident.allowed_actions = workflow.allowed_actions(incident, g.user)
+    incident.photo_list = photos.incident_photos(incident)
     return incident
+
+
+@blp.route("/<uuid:incident_id>/photos")
+@require("incident.read")
+@blp.response(200, PhotoSchema(many=True))
+def list_photos(incident_id):
+    """List the incident's photos (present, missing or refused) with the URLs of their renditions."""
+    return photos.incident_photos(incidents.incident_in_scope(incident_id, scope_prefix(g.user)))
 
 
 @blp.route("/<uuid:incident_id>/events")
@@ -65,7 +75,7 @@ def act(body, incident_id, action):
     for attempt in range(1, ATTEMPTS + 1):
         try:
             event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
-                                     reason=body["reason"], params=body["params"])
+                                     reason=body["reason"], params=body["params"], photos=body["photos"])
             outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
             db.session.commit()
             break

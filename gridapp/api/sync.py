@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from gridapp.api.security import require
 from gridapp.errors import CursorInvalid, DeviceDraining, PayloadTooLarge, ProtocolUnsupported
 from gridapp.extensions import db
-from gridapp.models import Incident, IncidentNote, utcnow
+from gridapp.models import PHOTO_TYPES, Incident, IncidentNote, utcnow
 from gridapp.services.access import scope_prefix
 from sync import protocol as p
 from sync import pull as pull_
@@ -55,6 +55,10 @@ def config():
         "scope_grace_days": cfg["SYNC_SCOPE_GRACE_DAYS"],
         "unknown_incident_retry_days": cfg["SYNC_UNKNOWN_INCIDENT_DAYS"],
         "gzip": True,
+        # Photos (docs/photos.md): declared in mutations, bytes through tus at /api/v1/photos/uploads.
+        "photo_types": list(PHOTO_TYPES),
+        "photo_max_bytes": cfg["PHOTO_MAX_BYTES"],
+        "photo_max_chunk_bytes": cfg["PHOTO_MAX_CHUNK_BYTES"],
     }
 
 

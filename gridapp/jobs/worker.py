@@ -8,6 +8,7 @@ from gridapp.extensions import db, redis_store
 from gridapp.jobs import enqueue
 from gridapp.jobs.dispatch import escalate_overdue, sweep
 from gridapp.jobs.maintenance import purge_tokens
+from gridapp.jobs.photos import collect_photos
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ PERIODIC_JOBS = [
     ("purge-tokens", purge_tokens, 3600),
     ("sweep-outbox", sweep, 30),
     ("escalate-overdue", escalate_overdue, 60),
+    ("collect-photos", collect_photos, 3600),
 ]
 
 

@@ -13,6 +13,7 @@ from gridapp.models.incident import (
     IncidentNote,
     IncidentRevision,
 )
+from gridapp.models.photo import PHOTO_TYPES, IncidentPhoto, PhotoBlob, PhotoUpload
 from gridapp.models.squad import EnforcementTeam, Squad, squad_areas
 from gridapp.models.sync import (
     DEVICE_STATES,
@@ -44,4 +45,5 @@ __all__ = [
     "ROLES", "SQUAD_ROLES", "ScopeExit", "Squad", "SyncConflict", "SyncCounter", "SyncDeferral", "SyncReceipt", "TIME_UNITS", "User",
     "WORKER_FIELDS", "WorkerScope", "grid_cell_workers", "squad_areas", "utcnow", "OPEN_STATUSES", "CalendarDay",
     "CaseRequest", "IncidentEvent", "Notification", "OutboxMessage", "ResponsibilityRule",
+    "PHOTO_TYPES", "IncidentPhoto", "PhotoBlob", "PhotoUpload",
 ]

@@ -102,6 +102,7 @@ class Incident(Base):
     condition = relationship("CategoryCondition")
     squad = relationship("Squad")
     notes: Mapped[list["IncidentNote"]] = relationship(back_populates="incident", order_by="IncidentNote.created_at")
+    photos = relationship("IncidentPhoto", order_by="IncidentPhoto.created_at", viewonly=True)
 
 
 class IncidentNote(Base):

@@ -2,6 +2,7 @@ from geoalchemy2.shape import to_shape
 from marshmallow import Schema, fields, validate
 
 from gridapp.models import INCIDENT_STATUSES, utcnow
+from gridapp.schemas.photos import PhotoSchema, PhotoSpecSchema
 
 
 def _lonlat(incident):
@@ -67,6 +68,11 @@ class IncidentDetailSchema(IncidentSchema):
     # The view loads the history (schemas never query) and hands it over as `history`.
     revisions = fields.List(fields.Nested(RevisionSchema), attribute="history")
     allowed_actions = fields.List(fields.String(), metadata={"description": "what the caller may do now"})
+    # The view lists them (services.photos.incident_photos) and hands them over as `photo_list`.
+    photos = fields.List(fields.Nested(PhotoSchema), attribute="photo_list",
+                         metadata={"description": "declared photos: present, missing or refused, with their URLs"})
+    photos_missing = fields.Function(lambda i: sum(p["state"] == "missing" for p in i.photo_list),
+                                     metadata={"description": "declared photos whose bytes have not arrived"})
 
 
 class IncidentListArgs(Schema):
@@ -92,6 +98,9 @@ class ActionSchema(Schema):
     reason = fields.String(load_default=None, validate=validate.Length(max=2000))
     params = fields.Dict(load_default=dict, metadata={"description": "squad_code, condition_seq, master_id, "
                                                                       "exists, amount, approve, level"})
+    photos = fields.List(fields.Nested(PhotoSpecSchema), load_default=list, validate=validate.Length(max=50),
+                         metadata={"description": "photos taken for this step, by hash (bytes via /api/v1/photos); "
+                                                  "submit_result and self_handle need an after_handling one"})
 
 
 class ActionResultSchema(Schema):

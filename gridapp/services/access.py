@@ -30,6 +30,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # The dispatch centre's tools: the responsibility list, routing explanations, dead letters.
     "dispatch.manage": frozenset({"dispatcher", "duty_chief", "admin"}),
     "device.manage": frozenset({"duty_chief", "admin"}),
+    # Photos: phones and squads upload (tus); everyone reads the photos of incidents in their area.
+    "photo.upload": frozenset({"grid_worker", "squad_member", "squad_leader"}),
+    "photo.read": ALL_ROLES,
 }
 
 

@@ -6,9 +6,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import select
 
 from gridapp.errors import (
+    AfterPhotoRequired,
     Forbidden,
     IncidentNotFound,
     InvalidTransition,
@@ -35,6 +37,7 @@ from gridapp.models import (
     utcnow,
 )
 from gridapp.services import incidents as incidents_
+from gridapp.services import photos as photos_
 from gridapp.services.worktime import WorkCalendar
 
 CHIEFS = frozenset({"dispatcher", "duty_chief"})
@@ -97,15 +100,26 @@ def _assignee_problem(action: Action, incident: Incident, user: User | None) -> 
     return None
 
 
+# Completing the handling needs an after-handling photo (WORKFLOW_REQUIRE_AFTER_PHOTO).
+NEEDS_AFTER_PHOTO = ("submit_result", "self_handle")
+# The events after which a new round of handling starts (a photo from an earlier round does not count).
+HANDLING_STARTS = ("incident.accept", "incident.fail_check")
+
+
 def perform(incident_id: uuid.UUID, action_name: str, actor: User | None, *, prefix: str,
-            reason: str | None = None, params: dict | None = None) -> IncidentEvent:
+            reason: str | None = None, params: dict | None = None, photos: list[dict] | None = None) -> IncidentEvent:
     """Take a workflow action on a case; `actor` None means the system (a job).
+
+    `photos` (declared by hash, as in a sync mutation) are attached to the incident and to this event;
+    their bytes may follow later through the upload endpoints.
 
     :raises IncidentNotFound: no such case in the area (`prefix`).
     :raises Forbidden: the role may not take this action.
     :raises InvalidTransition: not possible from the current status.
     :raises NotAssignee: another squad's case, or another worker's task.
     :raises ReasonRequired, WorkflowInputInvalid: missing reason or bad parameters.
+    :raises AfterPhotoRequired: completing without an after-handling photo.
+    :raises PhotoImmutable: a photo's attachment_id is already declared with other content.
     """
     action = ACTIONS.get(action_name)
     if action is None:
@@ -124,6 +138,11 @@ def perform(incident_id: uuid.UUID, action_name: str, actor: User | None, *, pre
     reason = (reason or "").strip() or None
     if action.reason_required and not reason:
         raise ReasonRequired(action=action.name)
+    photos = photos or []
+    for spec in photos:
+        photos_.check_declarable(incident.id, spec)
+    if action.name in NEEDS_AFTER_PHOTO and not _has_after_photo(incident, photos):
+        raise AfterPhotoRequired(action=action.name)
     before = incident.status
     details = EFFECTS[action.name](incident, actor, reason, params or {}) or {}
     if action.target:
@@ -135,10 +154,26 @@ def perform(incident_id: uuid.UUID, action_name: str, actor: User | None, *, pre
                           details=details)
     db.session.add(event)
     db.session.flush()
+    if photos:
+        declared = [photos_.declare_photo(incident, spec, user=actor, event_id=event.id) for spec in photos]
+        event.details = {**event.details, "photos": [{"attachment_id": str(p.id), "type": p.photo_type,
+                                                      "sha256": p.sha256} for p in declared]}
     for kind in FOLLOW_UPS.get(action.name, ()):
         db.session.add(OutboxMessage(kind=kind, incident_id=incident.id, event_id=event.id))
     db.session.flush()
     return event
+
+
+def _has_after_photo(incident: Incident, photos: list[dict]) -> bool:
+    """An after-handling photo comes with the action, or was declared (by sync) since handling last started."""
+    if not current_app.config["WORKFLOW_REQUIRE_AFTER_PHOTO"]:
+        return True
+    if any(spec["type"] == "after_handling" for spec in photos):
+        return True
+    started = db.session.scalar(select(IncidentEvent.created_at).where(
+        IncidentEvent.incident_id == incident.id, IncidentEvent.action.in_(HANDLING_STARTS))
+        .order_by(IncidentEvent.id.desc()).limit(1))
+    return photos_.has_photo(incident, "after_handling", since=started)
 
 
 def record_event(incident: Incident, action: str, details: dict) -> IncidentEvent:
@@ -217,14 +252,16 @@ def _merge(incident, actor, reason, params):
         raise WorkflowInputInvalid(fields={"master_id": ["The master case is closed."]})
     incident.master_id = master.id
     copied = 0
-    for note in list(incident.notes):  # the reporter's notes join the master (photos with the photo issue)
+    for note in list(incident.notes):  # the reporter's notes and photos join the master
         db.session.add(IncidentNote(id=uuid.uuid5(master.id, str(note.id)), incident_id=master.id,
                                     author_id=note.author_id, text=note.text, created_at_device=note.created_at_device))
         copied += 1
+    photos = photos_.copy_photos(incident, master)
     db.session.add(IncidentEvent(incident_id=master.id, action="incident.merged_in", actor_id=actor.id,
                                  actor_role=actor.role, from_status=master.status, to_status=master.status,
-                                 reason=reason, details={"duplicate": str(incident.id), "notes": copied}))
-    return {"master_id": str(master.id), "notes_copied": copied}
+                                 reason=reason, details={"duplicate": str(incident.id), "notes": copied,
+                                                         "photos": photos}))
+    return {"master_id": str(master.id), "notes_copied": copied, "photos_copied": photos}
 
 
 def _dispatch(incident, actor, reason, params):

@@ -11,7 +11,8 @@ from tests.factories import make_user, make_world, token_for
 
 SAMPLE_PATH_VALUES = {"code": "330521101001001", "kind": "event", "device_id": "00000000-0000-4000-8000-000000000000",
                       "item_id": "1", "conflict_id": "1", "incident_id": "00000000-0000-4000-8000-000000000001",
-                      "notification_id": "1", "action": "register"}
+                      "notification_id": "1", "action": "register",
+                      "upload_id": "00000000-0000-4000-8000-000000000002"}
 
 
 def _api_routes(app):

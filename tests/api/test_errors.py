@@ -66,6 +66,20 @@ TRIGGERS = {
     "workflow.invalid_input": None,  # tests/workflow/test_workflow.py
     "grid.import_rejected": None,  # CLI: tests/cli/test_grid_import.py
     "category.invalid_catalogue": None,  # CLI: tests/cli/test_categories.py
+    # Photos: tests/photos/test_uploads.py (tus, over a real socket) and test_downloads_and_workflow.py.
+    "photo.tus_version": None,
+    "photo.upload_not_found": None,
+    "photo.offset_mismatch": None,
+    "photo.upload_expired": None,
+    "photo.checksum_mismatch": None,
+    "photo.hash_mismatch": None,
+    "photo.not_an_image": None,
+    "photo.invalid_image": None,
+    "photo.too_many_pixels": None,
+    "photo.not_found": None,
+    "photo.range_not_satisfiable": None,
+    "photo.immutable": None,
+    "workflow.after_photo_required": None,
 }
 
 

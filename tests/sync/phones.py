@@ -23,7 +23,8 @@ class WsgiTransport:
         data = response.get_data()
         if response.headers.get("Content-Encoding") == "gzip":
             data = gzip.decompress(data)
-        return Response(response.status_code, json.loads(data) if data else None)
+        return Response(response.status_code, json.loads(data) if data else None,
+                        {name.lower(): value for name, value in response.headers.items()})
 
 
 def phone(app, tmp_path, user, name="phone", register=True) -> PhoneClient:

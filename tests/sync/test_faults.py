@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, select, text
-from werkzeug.serving import make_server
 
 from gridapp.extensions import db
 from gridapp.models import (
@@ -73,18 +72,6 @@ def world(app):
     world["dispatcher"] = make_user("dispatcher", "dispatcher", world["township_a"])
     db.session.commit()
     return world
-
-
-@pytest.fixture
-def live_server(app):
-    """The app in werkzeug's threaded HTTP server on 127.0.0.1; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 class FaultProxy:

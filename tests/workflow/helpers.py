@@ -12,6 +12,7 @@ from gridapp.services import incidents
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE
 from gridapp.services.squads import ensure_squad
+from gridapp.services.workflow import NEEDS_AFTER_PHOTO
 from tests.factories import CELL, ORIGIN_A, make_user, make_world, token_for
 
 SECRET = "squad-secret"
@@ -50,9 +51,20 @@ def report(world, category="06010", cell=0, description="暴露垃圾"):
     return incident.id
 
 
-def act(client, user, incident_id, action, reason=None, **params):
+def photo_spec(photo_type="after_handling", content=None) -> dict:
+    """A photo declared by hash, as a phone or a squad's app sends it (its bytes may follow later)."""
+    content = content or uuid.uuid4().bytes
+    return {"attachment_id": str(uuid.uuid4()), "sha256": hashlib.sha256(content).hexdigest(), "size": len(content),
+            "type": photo_type}
+
+
+def act(client, user, incident_id, action, reason=None, photos=None, **params):
+    """Take a workflow action. Completing actions get an after-handling photo, as the workflow requires,
+    unless the test passes its own `photos` (an empty list to go without)."""
+    if photos is None:
+        photos = [photo_spec()] if action in NEEDS_AFTER_PHOTO else []
     return client.post(f"/api/v1/incidents/{incident_id}/actions/{action}", headers=token_for(user),
-                       json={"reason": reason, "params": params})
+                       json={"reason": reason, "params": params, "photos": photos})
 
 
 def add_rule(world, squad, *, category=None, area=None, cell_code=None, priority=100, fallback=False, auto=False):
