@@ -148,6 +148,11 @@ class ReviewItemClosed(Conflict):  # the quarantine item or conflict was already
     code, default_message = "sync.review_item_closed", "This item was already resolved."
 
 
+# --- dashboard (gridapp/dashboard/) -------------------------------------------------------------
+class CsrfFailed(Forbidden):  # a dashboard POST without this session's CSRF token (a forged or stale form)
+    code, default_message = "dashboard.csrf_failed", "The form's security token is missing or expired; reload the page."
+
+
 # geo.errors.* keep their own codes (geo.invalid_geometry, geo.unsupported_crs, geo.crs_required,
 # geo.unreadable_file, geo.outside_china) and all map to 422.
 GEO_ERROR_STATUS = 422

@@ -1,0 +1,121 @@
+"""dashboard map tiles: a stored Web Mercator copy of incident locations and pre-aggregated bucket counts
+
+Revision ID: 6c2d9e8f1a32
+Revises: 9d49fc80cc0d
+Create Date: 2026-11-22 05:30:00
+
+The counts are kept exact by triggers in the transaction that changes an incident: a statement-level
+trigger for INSERT and DELETE (set-based, so a bulk load costs one GROUP BY) and a row-level trigger for
+UPDATE that fires only when the status, the overdue flag, the township or the location changes.
+"""
+import sqlalchemy as sa
+from alembic import op
+from geoalchemy2 import Geometry
+
+revision = '6c2d9e8f1a32'
+down_revision = '9d49fc80cc0d'
+branch_labels = None
+depends_on = None
+
+# 2^17 buckets across the Web Mercator world: the tiles of zoom 17 (BUCKET_ZOOM in models/maptiles.py).
+FUNCTIONS = """
+CREATE FUNCTION incident_status_class(status text, overdue_at timestamptz) RETURNS text
+IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+  SELECT CASE WHEN status IN ('reported', 'verifying') THEN 'new'
+              WHEN status = 'closed' THEN 'closed'
+              WHEN status IN ('invalid', 'duplicate') THEN 'void'
+              WHEN overdue_at IS NOT NULL THEN 'overdue'
+              ELSE 'open' END
+$$;
+CREATE FUNCTION incident_bucket_x(g geometry) RETURNS integer IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+  SELECT floor((ST_X(g) + 20037508.342789244) / (40075016.68557849 / 131072))::integer
+$$;
+CREATE FUNCTION incident_bucket_y(g geometry) RETURNS integer IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+  SELECT floor((20037508.342789244 - ST_Y(g)) / (40075016.68557849 / 131072))::integer
+$$;
+
+-- INSERT and DELETE: the transition table `changed` holds every row of the statement.
+CREATE FUNCTION incident_bucket_counts_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  sign integer := CASE TG_OP WHEN 'DELETE' THEN -1 ELSE 1 END;
+BEGIN
+  INSERT INTO incident_bucket_counts AS c (bx, by, township_id, status_class, n)
+  SELECT incident_bucket_x(location_3857), incident_bucket_y(location_3857), township_id,
+         incident_status_class(status, overdue_at), sign * count(*)
+  FROM changed GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4  -- one lock order: no deadlock between writers
+  ON CONFLICT (bx, by, township_id, status_class) DO UPDATE SET n = c.n + EXCLUDED.n;
+  RETURN NULL;
+END $$;
+
+-- UPDATE: move one incident from its old (bucket, class) to its new one.
+CREATE FUNCTION incident_bucket_counts_move() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO incident_bucket_counts AS c (bx, by, township_id, status_class, n)
+  SELECT bx, by, township_id, status_class, sum(n) FROM (VALUES
+    (incident_bucket_x(OLD.location_3857), incident_bucket_y(OLD.location_3857), OLD.township_id,
+     incident_status_class(OLD.status, OLD.overdue_at), -1),
+    (incident_bucket_x(NEW.location_3857), incident_bucket_y(NEW.location_3857), NEW.township_id,
+     incident_status_class(NEW.status, NEW.overdue_at), 1)) AS v(bx, by, township_id, status_class, n)
+  GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4
+  ON CONFLICT (bx, by, township_id, status_class) DO UPDATE SET n = c.n + EXCLUDED.n;
+  RETURN NULL;
+END $$;
+
+-- Recompute everything (after a bulk load with the triggers disabled, or to check the counts).
+CREATE FUNCTION incident_bucket_counts_rebuild() RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+  LOCK TABLE incidents IN SHARE MODE;  -- no writer between the delete and the insert
+  DELETE FROM incident_bucket_counts;
+  INSERT INTO incident_bucket_counts (bx, by, township_id, status_class, n)
+  SELECT incident_bucket_x(location_3857), incident_bucket_y(location_3857), township_id,
+         incident_status_class(status, overdue_at), count(*)
+  FROM incidents GROUP BY 1, 2, 3, 4;
+  RETURN (SELECT count(*) FROM incident_bucket_counts);
+END $$;
+
+CREATE TRIGGER incidents_bucket_counts_insert AFTER INSERT ON incidents
+  REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION incident_bucket_counts_stmt();
+CREATE TRIGGER incidents_bucket_counts_delete AFTER DELETE ON incidents
+  REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION incident_bucket_counts_stmt();
+CREATE TRIGGER incidents_bucket_counts_update AFTER UPDATE ON incidents FOR EACH ROW
+  WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.overdue_at IS DISTINCT FROM NEW.overdue_at
+        OR OLD.township_id IS DISTINCT FROM NEW.township_id OR NOT ST_Equals(OLD.location, NEW.location))
+  EXECUTE FUNCTION incident_bucket_counts_move();
+"""
+
+
+def upgrade():
+    op.add_column('incidents', sa.Column(
+        'location_3857', Geometry(geometry_type='POINT', srid=3857, dimension=2, spatial_index=False,
+                                  from_text='ST_GeomFromEWKT', name='geometry'),
+        sa.Computed('ST_Transform(location, 3857)', persisted=True), nullable=True))
+    op.create_index('ix_incidents_location_3857', 'incidents', ['location_3857'], unique=False,
+                    postgresql_using='gist')
+    op.create_table('incident_bucket_counts',
+    sa.Column('bx', sa.Integer(), nullable=False),
+    sa.Column('by', sa.Integer(), nullable=False),
+    sa.Column('township_id', sa.Integer(), nullable=False),
+    sa.Column('status_class', sa.String(length=8), nullable=False),
+    sa.Column('n', sa.Integer(), nullable=False),
+    sa.CheckConstraint("status_class IN ('new', 'open', 'overdue', 'closed', 'void')",
+                       name=op.f('ck_incident_bucket_counts_status_class')),
+    sa.ForeignKeyConstraint(['township_id'], ['admin_areas.id'],
+                            name=op.f('fk_incident_bucket_counts_township_id_admin_areas')),
+    sa.PrimaryKeyConstraint('bx', 'by', 'township_id', 'status_class', name=op.f('pk_incident_bucket_counts'))
+    )
+    op.execute(FUNCTIONS)
+    op.execute("SELECT incident_bucket_counts_rebuild()")
+
+
+def downgrade():
+    op.execute("""
+        DROP TRIGGER incidents_bucket_counts_insert ON incidents;
+        DROP TRIGGER incidents_bucket_counts_delete ON incidents;
+        DROP TRIGGER incidents_bucket_counts_update ON incidents;
+        DROP FUNCTION incident_bucket_counts_rebuild(); DROP FUNCTION incident_bucket_counts_move();
+        DROP FUNCTION incident_bucket_counts_stmt(); DROP FUNCTION incident_bucket_x(geometry);
+        DROP FUNCTION incident_bucket_y(geometry); DROP FUNCTION incident_status_class(text, timestamptz);
+    """)
+    op.drop_table('incident_bucket_counts')
+    op.drop_index('ix_incidents_location_3857', table_name='incidents', postgresql_using='gist')
+    op.drop_column('incidents', 'location_3857')
