@@ -6,6 +6,7 @@ from flask import current_app
 
 from gridapp.dashboard.session import csrf_token, current_user
 from gridapp.models import TIME_UNITS
+from gridapp.services import queues
 
 STATUS_LABELS = {
     "reported": "新上报", "verifying": "核实中", "registered": "已立案", "invalid": "已作废",
@@ -43,4 +44,5 @@ def init_app(app):
 
     @app.context_processor
     def dashboard_globals():
-        return {"csrf_token": csrf_token, "dashboard_user": current_user, "CLASS_LABELS": CLASS_LABELS}
+        return {"csrf_token": csrf_token, "dashboard_user": current_user, "CLASS_LABELS": CLASS_LABELS,
+                "live_etag": queues.live_etag}

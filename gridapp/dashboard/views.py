@@ -1,5 +1,4 @@
 """Dashboard views: thin over the domain functions, with the API's permissions and area scope."""
-import hashlib
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -31,6 +30,7 @@ from gridapp.models import (
     GridCell,
     IncidentEvent,
     OutboxMessage,
+    ResponsibilityRule,
     Squad,
     User,
     grid_cell_workers,
@@ -109,7 +109,7 @@ def queues_page():
 @login_required()
 def live():
     """The change token as an ETag: pages poll with If-None-Match and refresh their live region on change."""
-    etag = hashlib.sha256(queues.live_token().encode()).hexdigest()[:32]
+    etag = queues.live_etag()
     if request.if_none_match.contains(etag):
         response = make_response("", 304)
     else:
@@ -209,6 +209,7 @@ def case_page(incident_id):
     return render_template(
         template, incident=incident, events=events, allowed=allowed, actions=workflow.ACTIONS,
         photos=case_photos(incident), squads=_squads(incident_township_code(incident)), conditions=conditions,
+        routed_squad_id=incident.routed_rule_id and db.session.get(ResponsibilityRule, incident.routed_rule_id).squad_id,
         duplicate=incidents.incident_in_scope(incident.likely_duplicate_of, prefix) if incident.likely_duplicate_of
         else None, location=db.session.scalar(select(incident.location.ST_AsGeoJSON())), now=utcnow())
 

@@ -2,6 +2,7 @@
 
 Every queue is limited to the caller's area (`prefix`) and ordered so the most urgent comes first.
 Quarantine, conflicts and dead letters come from sync/review.py and services/dispatching.py."""
+import hashlib
 import uuid
 from datetime import timedelta
 
@@ -104,3 +105,8 @@ def live_token() -> str:
     Global, not per area: incidents' commit-ordered sync_seq makes it one index lookup even with a
     million cases; a change elsewhere only costs the page one needless refresh."""
     return db.session.execute(_LIVE_TOKEN_SQL).scalar()
+
+
+def live_etag() -> str:
+    """The change token as a short opaque ETag."""
+    return hashlib.sha256(live_token().encode()).hexdigest()[:32]

@@ -5,7 +5,8 @@
   var main = document.getElementById("main");
   var status = document.getElementById("live-status");
   var region = document.getElementById("live-region");
-  var etag = null, pending = false;
+  // The state the page was rendered with: a change that lands before the first poll still refreshes.
+  var etag = main.dataset.etag || null, pending = false;
   var every = 1000 * Number(main.dataset.pollSeconds || 5);
 
   function say(text) { if (status) status.textContent = text; }
