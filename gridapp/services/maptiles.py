@@ -103,26 +103,29 @@ WHERE i.location_3857 && ST_TileEnvelope(:z, :x, :y) AND i.township_id = ANY(:to
 """
 
 
-def incident_tile(prefix: str, z: int, x: int, y: int, filters: TileFilters = TileFilters()) -> bytes:
-    """Return the MVT bytes of one tile for a user whose area is `prefix` (empty bytes: nothing there)."""
+def tile_query(prefix: str, z: int, x: int, y: int, filters: TileFilters = TileFilters()) -> tuple[str, dict]:
+    """Return the SQL text and parameters of one tile (bench/map_tiles.py runs the same text in psql)."""
     params = {"z": z, "x": x, "y": y, "townships": townships_in_scope(prefix)}
     if z >= RAW_MIN_ZOOM:
-        sql = _RAW_SQL.format(where=_where(filters, params))
+        return _RAW_SQL.format(where=_where(filters, params)), params
+    level = min(BUCKET_ZOOM, z + 6)
+    span = 2 ** (BUCKET_ZOOM - z)  # buckets per tile side
+    params.update(shift=BUCKET_ZOOM - level, size=2 * WORLD_HALF / 2 ** level,
+                  x0=x * span, x1=(x + 1) * span - 1, y0=y * span, y1=(y + 1) * span - 1)
+    if filters.needs_raw:
+        buckets = _LIVE_BUCKETS.format(where=_where(filters, params))
     else:
-        level = min(BUCKET_ZOOM, z + 6)
-        shift = BUCKET_ZOOM - level
-        span = 2 ** (BUCKET_ZOOM - z)  # buckets per tile side
-        params.update(shift=shift, size=2 * WORLD_HALF / 2 ** level,
-                      x0=x * span, x1=(x + 1) * span - 1, y0=y * span, y1=(y + 1) * span - 1)
-        if filters.needs_raw:
-            buckets = _LIVE_BUCKETS.format(where=_where(filters, params))
-        else:
-            where = ""
-            if filters.classes:
-                where, params["classes"] = " AND status_class = ANY(:classes)", list(filters.classes)
-            buckets = _COUNTED_BUCKETS.format(where=where)
-        per_class = ", ".join(f"(sum(n) FILTER (WHERE status_class = '{c}'))::int AS {c}" for c in STATUS_CLASSES)
-        sql = _GROUPS_SQL.format(buckets=buckets, half=WORLD_HALF, per_class=per_class)
+        where = ""
+        if filters.classes:
+            where, params["classes"] = " AND status_class = ANY(:classes)", list(filters.classes)
+        buckets = _COUNTED_BUCKETS.format(where=where)
+    per_class = ", ".join(f"(sum(n) FILTER (WHERE status_class = '{c}'))::int AS {c}" for c in STATUS_CLASSES)
+    return _GROUPS_SQL.format(buckets=buckets, half=WORLD_HALF, per_class=per_class), params
+
+
+def incident_tile(prefix: str, z: int, x: int, y: int, filters: TileFilters = TileFilters()) -> bytes:
+    """Return the MVT bytes of one tile for a user whose area is `prefix` (empty bytes: nothing there)."""
+    sql, params = tile_query(prefix, z, x, y, filters)
     return bytes(db.session.execute(text(sql), params).scalar() or b"")
 
 
