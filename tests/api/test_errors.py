@@ -66,6 +66,8 @@ TRIGGERS = {
     "workflow.invalid_input": None,  # tests/workflow/test_workflow.py
     "grid.import_rejected": None,  # CLI: tests/cli/test_grid_import.py
     "category.invalid_catalogue": None,  # CLI: tests/cli/test_categories.py
+    # The dashboard's form posts (also tests/dashboard/test_pages.py and test_browser.py).
+    "dashboard.csrf_failed": lambda c, x: c.post("/dashboard/login", data={"username": "a", "password": "b"}),
 }
 
 

@@ -80,7 +80,10 @@ def test_a_bulk_insert_is_counted_by_one_statement_and_rebuild_agrees(world):
     assert counts_are_exact() == before
 
 
-def _features(prefix, z, x, y, filters=maptiles.TileFilters()):
+NO_FILTERS = maptiles.TileFilters()
+
+
+def _features(prefix, z, x, y, filters=NO_FILTERS):
     return decode(maptiles.incident_tile(prefix, z, x, y, filters))
 
 

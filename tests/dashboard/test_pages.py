@@ -5,11 +5,12 @@ import uuid
 from sqlalchemy import select
 
 from gridapp.extensions import db
-from gridapp.models import Incident, IncidentEvent, Notification
+from gridapp.models import Incident, IncidentEvent, Notification, QuarantineItem
 from gridapp.services import incidents
 from gridapp.services.access import PERMISSIONS
 from tests.dashboard.conftest import Browser
 from tests.factories import CELL, ORIGIN_B, make_user
+from tests.sync.phones import phone
 from tests.workflow.helpers import report
 
 # Reachable without a session: the sign-in pages and the static files.
@@ -171,3 +172,23 @@ def test_a_dead_letter_is_retried_from_the_queue_with_a_reason(browser, world):
     browser.login(squad_member)
     assert "发送失败的通知" not in browser.get("/dashboard/").get_data(as_text=True)
     assert browser.post(f"/dashboard/notifications/{dead.id}/retry", {"reason": "x"}).status_code == 403
+
+
+def test_a_quarantined_sync_item_is_resolved_from_the_queue_with_a_reason(app, browser, world, tmp_path):
+    client = phone(app, tmp_path, world["users"]["reporter"])
+    client.report("06010", "越界上报", ORIGIN_B[0] + CELL / 2, ORIGIN_B[1] - CELL / 2)  # outside their cells
+    assert client.push() == {"quarantined": 1}
+    item = db.session.scalar(select(QuarantineItem))
+    browser.login(world["users"]["dispatcher"])
+    html = browser.get("/dashboard/").get_data(as_text=True)
+    section = html.split('id="review"')[1].split("</section>")[0]
+    assert '<span class="count">1</span>' in section and "越界上报" in section
+    browser.post(f"/dashboard/quarantine/{item.id}", {"action": "discard", "reason": ""})
+    db.session.expire_all()
+    assert db.session.get(QuarantineItem, item.id).state == "open"
+    assert browser.post(f"/dashboard/quarantine/{item.id}", {"action": "discard", "reason": "越界，已电话核实"}).status_code == 303
+    db.session.expire_all()
+    assert db.session.get(QuarantineItem, item.id).state == "discarded"
+    browser.login(world["users"]["squad_member"])
+    assert "同步隔离项" not in browser.get("/dashboard/").get_data(as_text=True)
+    assert browser.post(f"/dashboard/quarantine/{item.id}", {"action": "apply", "reason": "x"}).status_code == 403
