@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select, text
 
 from gridapp.extensions import db
-from gridapp.models import BUCKET_ZOOM, STATUS_CLASSES, AdminArea
+from gridapp.models import BUCKET_LEVELS, BUCKET_ZOOM, STATUS_CLASSES, AdminArea
 
 RAW_MIN_ZOOM = 14
 MAX_ZOOM = 20
@@ -93,10 +93,12 @@ SELECT ST_AsMVT(g, 'clusters', 4096, 'geom') FROM g WHERE geom IS NOT NULL
 """
 _COUNTED_BUCKETS = """
 SELECT bx >> :shift AS gx, by >> :shift AS gy, status_class, n FROM incident_bucket_counts
-WHERE bx BETWEEN :x0 AND :x1 AND by BETWEEN :y0 AND :y1 AND township_id = ANY(:townships) AND n <> 0 {where}
+WHERE zoom = :stored AND bx BETWEEN :x0 AND :x1 AND by BETWEEN :y0 AND :y1 AND township_id = ANY(:townships)
+  AND n <> 0 {where}
 """
 _LIVE_BUCKETS = """
-SELECT incident_bucket_x(i.location_3857) >> :shift AS gx, incident_bucket_y(i.location_3857) >> :shift AS gy,
+SELECT incident_bucket_x(i.location_3857) >> :live_shift AS gx,
+       incident_bucket_y(i.location_3857) >> :live_shift AS gy,
        incident_status_class(i.status, i.overdue_at) AS status_class, 1 AS n
 FROM incidents i
 WHERE i.location_3857 && ST_TileEnvelope(:z, :x, :y) AND i.township_id = ANY(:townships) {where}
@@ -108,9 +110,11 @@ def tile_query(prefix: str, z: int, x: int, y: int, filters: TileFilters = TileF
     params = {"z": z, "x": x, "y": y, "townships": townships_in_scope(prefix)}
     if z >= RAW_MIN_ZOOM:
         return _RAW_SQL.format(where=_where(filters, params)), params
-    level = min(BUCKET_ZOOM, z + 6)
-    span = 2 ** (BUCKET_ZOOM - z)  # buckets per tile side
-    params.update(shift=BUCKET_ZOOM - level, size=2 * WORLD_HALF / 2 ** level,
+    # The finest counted level that needs at most 64 × 64 buckets per tile, grouped to at most 64 × 64.
+    stored = next((level for level in BUCKET_LEVELS if level <= z + 6), BUCKET_LEVELS[-1])
+    level = min(stored, z + 6)
+    span = 2 ** (stored - z)  # buckets per tile side
+    params.update(stored=stored, shift=stored - level, live_shift=BUCKET_ZOOM - level, size=2 * WORLD_HALF / 2 ** level,
                   x0=x * span, x1=(x + 1) * span - 1, y0=y * span, y1=(y + 1) * span - 1)
     if filters.needs_raw:
         buckets = _LIVE_BUCKETS.format(where=_where(filters, params))

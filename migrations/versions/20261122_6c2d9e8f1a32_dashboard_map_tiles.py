@@ -17,7 +17,7 @@ down_revision = '9d49fc80cc0d'
 branch_labels = None
 depends_on = None
 
-# 2^17 buckets across the Web Mercator world: the tiles of zoom 17 (BUCKET_ZOOM in models/maptiles.py).
+# 2^17 buckets across the Web Mercator world: the tiles of zoom 17, also counted at zooms 15 and 12.
 FUNCTIONS = """
 CREATE FUNCTION incident_status_class(status text, overdue_at timestamptz) RETURNS text
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
@@ -33,31 +33,37 @@ $$;
 CREATE FUNCTION incident_bucket_y(g geometry) RETURNS integer IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
   SELECT floor((20037508.342789244 - ST_Y(g)) / (40075016.68557849 / 131072))::integer
 $$;
+-- The zoom levels counted (BUCKET_LEVELS in models/maptiles.py): a tile reads at most 64 × 64 buckets.
+CREATE FUNCTION incident_bucket_levels() RETURNS SETOF smallint IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+  VALUES (17::smallint), (15::smallint), (12::smallint)
+$$;
 
 -- INSERT and DELETE: the transition table `changed` holds every row of the statement.
 CREATE FUNCTION incident_bucket_counts_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   sign integer := CASE TG_OP WHEN 'DELETE' THEN -1 ELSE 1 END;
 BEGIN
-  INSERT INTO incident_bucket_counts AS c (bx, by, township_id, status_class, n)
-  SELECT incident_bucket_x(location_3857), incident_bucket_y(location_3857), township_id,
-         incident_status_class(status, overdue_at), sign * count(*)
-  FROM changed GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4  -- one lock order: no deadlock between writers
-  ON CONFLICT (bx, by, township_id, status_class) DO UPDATE SET n = c.n + EXCLUDED.n;
+  INSERT INTO incident_bucket_counts AS c (zoom, bx, by, township_id, status_class, n)
+  SELECT l.zoom, incident_bucket_x(location_3857) >> (17 - l.zoom), incident_bucket_y(location_3857) >> (17 - l.zoom),
+         township_id, incident_status_class(status, overdue_at), sign * count(*)
+  FROM changed CROSS JOIN incident_bucket_levels() AS l(zoom)
+  GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5  -- one lock order: no deadlock between writers
+  ON CONFLICT (zoom, bx, by, township_id, status_class) DO UPDATE SET n = c.n + EXCLUDED.n;
   RETURN NULL;
 END $$;
 
 -- UPDATE: move one incident from its old (bucket, class) to its new one.
 CREATE FUNCTION incident_bucket_counts_move() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO incident_bucket_counts AS c (bx, by, township_id, status_class, n)
-  SELECT bx, by, township_id, status_class, sum(n) FROM (VALUES
+  INSERT INTO incident_bucket_counts AS c (zoom, bx, by, township_id, status_class, n)
+  SELECT l.zoom, v.bx >> (17 - l.zoom), v.by >> (17 - l.zoom), v.township_id, v.status_class, sum(v.n) FROM (VALUES
     (incident_bucket_x(OLD.location_3857), incident_bucket_y(OLD.location_3857), OLD.township_id,
      incident_status_class(OLD.status, OLD.overdue_at), -1),
     (incident_bucket_x(NEW.location_3857), incident_bucket_y(NEW.location_3857), NEW.township_id,
      incident_status_class(NEW.status, NEW.overdue_at), 1)) AS v(bx, by, township_id, status_class, n)
-  GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4
-  ON CONFLICT (bx, by, township_id, status_class) DO UPDATE SET n = c.n + EXCLUDED.n;
+  CROSS JOIN incident_bucket_levels() AS l(zoom)
+  GROUP BY 1, 2, 3, 4, 5 HAVING sum(v.n) <> 0 ORDER BY 1, 2, 3, 4, 5
+  ON CONFLICT (zoom, bx, by, township_id, status_class) DO UPDATE SET n = c.n + EXCLUDED.n;
   RETURN NULL;
 END $$;
 
@@ -66,10 +72,10 @@ CREATE FUNCTION incident_bucket_counts_rebuild() RETURNS bigint LANGUAGE plpgsql
 BEGIN
   LOCK TABLE incidents IN SHARE MODE;  -- no writer between the delete and the insert
   DELETE FROM incident_bucket_counts;
-  INSERT INTO incident_bucket_counts (bx, by, township_id, status_class, n)
-  SELECT incident_bucket_x(location_3857), incident_bucket_y(location_3857), township_id,
-         incident_status_class(status, overdue_at), count(*)
-  FROM incidents GROUP BY 1, 2, 3, 4;
+  INSERT INTO incident_bucket_counts (zoom, bx, by, township_id, status_class, n)
+  SELECT l.zoom, incident_bucket_x(location_3857) >> (17 - l.zoom), incident_bucket_y(location_3857) >> (17 - l.zoom),
+         township_id, incident_status_class(status, overdue_at), count(*)
+  FROM incidents CROSS JOIN incident_bucket_levels() AS l(zoom) GROUP BY 1, 2, 3, 4, 5;
   RETURN (SELECT count(*) FROM incident_bucket_counts);
 END $$;
 
@@ -92,6 +98,7 @@ def upgrade():
     op.create_index('ix_incidents_location_3857', 'incidents', ['location_3857'], unique=False,
                     postgresql_using='gist')
     op.create_table('incident_bucket_counts',
+    sa.Column('zoom', sa.SmallInteger(), nullable=False),
     sa.Column('bx', sa.Integer(), nullable=False),
     sa.Column('by', sa.Integer(), nullable=False),
     sa.Column('township_id', sa.Integer(), nullable=False),
@@ -101,7 +108,7 @@ def upgrade():
                        name=op.f('ck_incident_bucket_counts_status_class')),
     sa.ForeignKeyConstraint(['township_id'], ['admin_areas.id'],
                             name=op.f('fk_incident_bucket_counts_township_id_admin_areas')),
-    sa.PrimaryKeyConstraint('bx', 'by', 'township_id', 'status_class', name=op.f('pk_incident_bucket_counts'))
+    sa.PrimaryKeyConstraint('zoom', 'bx', 'by', 'township_id', 'status_class', name=op.f('pk_incident_bucket_counts'))
     )
     op.execute(FUNCTIONS)
     op.execute("SELECT incident_bucket_counts_rebuild()")
@@ -114,7 +121,7 @@ def downgrade():
         DROP TRIGGER incidents_bucket_counts_update ON incidents;
         DROP FUNCTION incident_bucket_counts_rebuild(); DROP FUNCTION incident_bucket_counts_move();
         DROP FUNCTION incident_bucket_counts_stmt(); DROP FUNCTION incident_bucket_x(geometry);
-        DROP FUNCTION incident_bucket_y(geometry); DROP FUNCTION incident_status_class(text, timestamptz);
+        DROP FUNCTION incident_bucket_y(geometry); DROP FUNCTION incident_bucket_levels(); DROP FUNCTION incident_status_class(text, timestamptz);
     """)
     op.drop_table('incident_bucket_counts')
     op.drop_index('ix_incidents_location_3857', table_name='incidents', postgresql_using='gist')

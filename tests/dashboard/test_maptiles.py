@@ -6,23 +6,28 @@ import uuid
 from sqlalchemy import text
 
 from gridapp.extensions import db
-from gridapp.models import Incident, utcnow
+from gridapp.models import BUCKET_LEVELS, BUCKET_ZOOM, Incident, utcnow
 from gridapp.services import incidents, maptiles, workflow
 from tests.dashboard.mvt import decode
 from tests.factories import ORIGIN_A, ORIGIN_B, make_user
 from tests.workflow.helpers import report
 
-COUNTS = "SELECT township_id, bx, by, status_class, n FROM incident_bucket_counts WHERE n <> 0"
-RECOUNT = """SELECT township_id, incident_bucket_x(location_3857), incident_bucket_y(location_3857),
+COUNTS = "SELECT township_id, bx, by, status_class, n FROM incident_bucket_counts WHERE zoom = :zoom AND n <> 0"
+RECOUNT = """SELECT township_id, incident_bucket_x(location_3857) >> :shift, incident_bucket_y(location_3857) >> :shift,
                     incident_status_class(status, overdue_at), count(*) FROM incidents GROUP BY 1, 2, 3, 4"""
 
 
 def counts_are_exact() -> dict:
+    """Check every counted level against a recount from the incidents; return the finest level's counts."""
     db.session.expire_all()
-    kept = {tuple(r[:4]): r[4] for r in db.session.execute(text(COUNTS))}
-    recounted = {tuple(r[:4]): r[4] for r in db.session.execute(text(RECOUNT))}
-    assert kept == recounted
-    return kept
+    levels = {}
+    for zoom in BUCKET_LEVELS:
+        kept = {tuple(r[:4]): r[4] for r in db.session.execute(text(COUNTS), {"zoom": zoom})}
+        recounted = {tuple(r[:4]): r[4] for r in db.session.execute(text(RECOUNT), {"shift": BUCKET_ZOOM - zoom})}
+        assert kept == recounted, zoom
+        levels[zoom] = kept
+    assert by_class(levels[BUCKET_LEVELS[0]]) == by_class(levels[BUCKET_LEVELS[-1]])
+    return levels[BUCKET_LEVELS[0]]
 
 
 def by_class(counts: dict) -> dict:
@@ -75,7 +80,7 @@ def test_a_bulk_insert_is_counted_by_one_statement_and_rebuild_agrees(world):
     db.session.commit()
     before = counts_are_exact()
     assert by_class(before) == {"new": 100, "open": 100, "closed": 100}
-    assert maptiles.rebuild_bucket_counts() == len(before)
+    assert maptiles.rebuild_bucket_counts() >= len(before)
     db.session.commit()
     assert counts_are_exact() == before
 
