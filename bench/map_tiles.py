@@ -23,8 +23,9 @@ Variants, per zoom, each warmed up once, then interleaved round by round so load
   (session check, area scope, the query, the response), timed around the request and reading the body;
 - app SQL in psql: the very text the app runs (maptiles.tile_query) with literal values, \\timing per
   statement in one psql process (result discarded);
-- bare ST_AsMVT in psql: PERF.md §d's query over the raw points (stored 3857 copy, id and status as
-  properties), which at z10 is what a map without the counts table would have to run.
+- bare ST_AsMVT in psql: PERF.md §d's query over the raw points (stored 3857 copy, id and category as
+  properties), which at z10 is what a map without the counts table would have to run. The app's z14 tile
+  carries status and class instead of the id (see services/maptiles.py), which is part of its lead.
 Also measured: the cost of keeping the counts exact (200 single-row status updates, each its own
 transaction, with the row trigger on and off) and the z10 tile right after a bulk change (no staleness).
 
@@ -72,7 +73,8 @@ CROSS JOIN LATERAL (SELECT CASE WHEN r < 0.60 THEN 'closed' WHEN r < 0.80 THEN '
 """
 
 BARE_SQL = """SELECT ST_AsMVT(t, 'incidents', 4096, 'geom') FROM (
-  SELECT ST_AsMVTGeom(location_3857, ST_TileEnvelope({z}, {x}, {y}), 4096, 64, true) AS geom, id::text AS id, status
+  SELECT ST_AsMVTGeom(location_3857, ST_TileEnvelope({z}, {x}, {y}), 4096, 64, true) AS geom, id::text AS id,
+         category_code_raw AS category
   FROM incidents WHERE location_3857 && ST_TileEnvelope({z}, {x}, {y}, margin => 64.0 / 4096)) t"""
 
 

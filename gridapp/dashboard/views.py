@@ -15,6 +15,7 @@ from flask import (
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from gridapp.api.sync import ATTEMPTS, RETRYABLE_SQLSTATES  # a deadlock: the whole action again, as the API
 from gridapp.dashboard import bp
 from gridapp.dashboard.filters import ACTION_LABELS
 from gridapp.dashboard.photos import case_photos
@@ -40,9 +41,6 @@ from gridapp.services import dispatching, incidents, maptiles, queues, workflow
 from gridapp.services.access import can, scope_prefix
 from gridapp.services.auth import check_credentials
 from sync import review
-
-RETRYABLE_SQLSTATES = {"40001", "40P01"}  # deadlock, serialisation failure: the whole action again
-ATTEMPTS = 3
 
 
 @bp.before_request
@@ -95,7 +93,7 @@ def queues_page():
         "requests": queues.pending_requests(prefix), "due_soon": queues.due_soon(prefix),
         "overdue": queues.overdue(prefix), "awaiting_check": queues.awaiting_check(prefix),
     }
-    data["duplicates"] = queues.incidents_by_id(i.likely_duplicate_of for i in data["new_reports"])
+    data["duplicates"] = queues.incidents_by_id((i.likely_duplicate_of for i in data["new_reports"]), prefix)
     if can(g.user, "sync.review"):
         data["quarantine"] = review.quarantine_in_scope(prefix)
         data["conflicts"] = review.conflicts_in_scope(prefix)
@@ -199,23 +197,26 @@ def case_page(incident_id):
     """Map position, photos, the full history, the deadline and the actions this user may take now."""
     prefix = scope_prefix(g.user)
     incident = incidents.incident_in_scope(incident_id, prefix)
-    events = db.session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == incident.id)
-                                .order_by(IncidentEvent.id)).all()
-    allowed = workflow.allowed_actions(incident, g.user)
-    conditions = db.session.scalars(select(CategoryCondition).where(
-        CategoryCondition.category_id == incident.category_id).order_by(CategoryCondition.seq)).all() \
-        if incident.category_id else []
     template = "dashboard/_case.html" if request.args.get("partial") else "dashboard/case.html"
-    return render_template(
-        template, incident=incident, events=events, allowed=allowed, actions=workflow.ACTIONS,
-        photos=case_photos(incident), squads=_squads(incident_township_code(incident)), conditions=conditions,
-        routed_squad_id=incident.routed_rule_id and db.session.get(ResponsibilityRule, incident.routed_rule_id).squad_id,
-        duplicate=incidents.incident_in_scope(incident.likely_duplicate_of, prefix) if incident.likely_duplicate_of
-        else None, location=db.session.scalar(select(incident.location.ST_AsGeoJSON())), now=utcnow())
+    return render_template(template, incident=incident, actions=workflow.ACTIONS, now=utcnow(),
+                           allowed=workflow.allowed_actions(incident, g.user), photos=case_photos(incident),
+                           **_case_details(incident, prefix))
 
 
-def incident_township_code(incident) -> str:
-    return db.session.get(AdminArea, incident.township_id).code
+def _case_details(incident, prefix: str) -> dict:
+    """What the case page shows beside the incident: history, position, and the action forms' choices."""
+    township_code = db.session.get(AdminArea, incident.township_id).code
+    routed = db.session.get(ResponsibilityRule, incident.routed_rule_id) if incident.routed_rule_id else None
+    conditions = db.session.scalars(select(CategoryCondition).where(
+        CategoryCondition.category_id == incident.category_id).order_by(CategoryCondition.seq)).all()
+    return {
+        "events": db.session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == incident.id)
+                                     .order_by(IncidentEvent.id)).all(),
+        "location": db.session.scalar(select(incident.location.ST_AsGeoJSON())),
+        "duplicate": queues.incidents_by_id([incident.likely_duplicate_of], prefix).get(incident.likely_duplicate_of),
+        "squads": _squads(township_code), "routed_squad_id": routed.squad_id if routed else None,
+        "conditions": conditions,
+    }
 
 
 def _squads(prefix: str) -> list[Squad]:

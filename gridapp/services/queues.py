@@ -79,10 +79,11 @@ def awaiting_check(prefix: str) -> list[Incident]:
     return _list(_in_scope(prefix).where(Incident.status.in_(("handled", "checking"))).order_by(Incident.updated_at))
 
 
-def incidents_by_id(ids) -> dict[uuid.UUID, Incident]:
-    """Load incidents by id (the likely duplicates shown beside new reports)."""
+def incidents_by_id(ids, prefix: str) -> dict[uuid.UUID, Incident]:
+    """Load the incidents of these ids that lie in the area (the likely duplicates beside new reports: one
+    across a township border is not shown)."""
     ids = [i for i in set(ids) if i]
-    return {i.id: i for i in db.session.scalars(select(Incident).where(Incident.id.in_(ids)))} if ids else {}
+    return {i.id: i for i in _list(_in_scope(prefix).where(Incident.id.in_(ids)))} if ids else {}
 
 
 def open_cases_in_cell(cell_id: int, prefix: str) -> list[Incident]:
