@@ -7,7 +7,7 @@ from rq import SimpleWorker
 from gridapp.extensions import db, redis_store
 from gridapp.jobs import enqueue
 from gridapp.jobs.dispatch import escalate_overdue, sweep
-from gridapp.jobs.maintenance import purge_tokens
+from gridapp.jobs.maintenance import fold_map_counts, purge_tokens
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +16,7 @@ PERIODIC_JOBS = [
     ("purge-tokens", purge_tokens, 3600),
     ("sweep-outbox", sweep, 30),
     ("escalate-overdue", escalate_overdue, 60),
+    ("fold-map-counts", fold_map_counts, 30),  # the dashboard map's count deltas (docs/dashboard.md)
 ]
 
 

@@ -13,7 +13,13 @@ from gridapp.models.incident import (
     IncidentNote,
     IncidentRevision,
 )
-from gridapp.models.maptiles import BUCKET_LEVELS, BUCKET_ZOOM, STATUS_CLASSES, IncidentBucketCount
+from gridapp.models.maptiles import (
+    BUCKET_LEVELS,
+    BUCKET_ZOOM,
+    STATUS_CLASSES,
+    IncidentBucketCount,
+    IncidentBucketDelta,
+)
 from gridapp.models.squad import EnforcementTeam, Squad, squad_areas
 from gridapp.models.sync import (
     DEVICE_STATES,
@@ -45,5 +51,5 @@ __all__ = [
     "ROLES", "SQUAD_ROLES", "ScopeExit", "Squad", "SyncConflict", "SyncCounter", "SyncDeferral", "SyncReceipt", "TIME_UNITS", "User",
     "WORKER_FIELDS", "WorkerScope", "grid_cell_workers", "squad_areas", "utcnow", "OPEN_STATUSES", "CalendarDay",
     "CaseRequest", "IncidentEvent", "Notification", "OutboxMessage", "ResponsibilityRule",
-    "BUCKET_LEVELS", "BUCKET_ZOOM", "STATUS_CLASSES", "IncidentBucketCount",
+    "BUCKET_LEVELS", "BUCKET_ZOOM", "STATUS_CLASSES", "IncidentBucketCount", "IncidentBucketDelta",
 ]

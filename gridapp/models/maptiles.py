@@ -1,5 +1,5 @@
 """Pre-aggregated incident counts for low-zoom map tiles (docs/dashboard.md, "Map")."""
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, SmallInteger, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Integer, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridapp.models.base import Base
@@ -13,9 +13,9 @@ STATUS_CLASSES = ("new", "open", "overdue", "closed", "void")
 
 
 class IncidentBucketCount(Base):
-    """How many incidents of a township lie in one bucket, per status class. Kept exact by triggers on
-    incidents in the same transaction as every insert, status/location change and delete (see the
-    migration 6c2d9e8f1a32); `incident_bucket_counts_rebuild()` recomputes it from scratch."""
+    """How many incidents of a township lie in one bucket, per status class, up to the last fold: the
+    exact count is this plus the bucket's rows in IncidentBucketDelta. `incident_bucket_counts_fold()`
+    moves the deltas in (a periodic job); `incident_bucket_counts_rebuild()` recomputes everything."""
 
     __tablename__ = "incident_bucket_counts"
     __table_args__ = (CheckConstraint("status_class IN ('new', 'open', 'overdue', 'closed', 'void')",
@@ -27,3 +27,20 @@ class IncidentBucketCount(Base):
     township_id: Mapped[int] = mapped_column(ForeignKey("admin_areas.id"), primary_key=True)
     status_class: Mapped[str] = mapped_column(String(8), primary_key=True)
     n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IncidentBucketDelta(Base):
+    """A signed change to a bucket's count, appended by triggers on incidents in the same transaction as
+    every insert, status/location change and delete (migration 6c2d9e8f1a32). Insert-only, so writers
+    never wait on each other the way they would updating a shared counter row."""
+
+    __tablename__ = "incident_bucket_deltas"
+    __table_args__ = (Index("ix_incident_bucket_deltas_place", "zoom", "bx", "by"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    zoom: Mapped[int] = mapped_column(SmallInteger)
+    bx: Mapped[int] = mapped_column(Integer)
+    by: Mapped[int] = mapped_column(Integer)
+    township_id: Mapped[int] = mapped_column(Integer)  # no foreign key: nothing to check on the hot path
+    status_class: Mapped[str] = mapped_column(String(8))
+    n: Mapped[int] = mapped_column(Integer)

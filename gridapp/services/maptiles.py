@@ -89,14 +89,19 @@ g AS (
   SELECT ST_AsMVTGeom(ST_Point(-{half} + (gx + 0.5) * :size, {half} - (gy + 0.5) * :size, 3857),
                       ST_TileEnvelope(:z, :x, :y), 4096, 0, true) AS geom,
          sum(n)::int AS count, {per_class}
-  FROM b GROUP BY gx, gy
+  FROM b GROUP BY gx, gy HAVING sum(n) > 0
 )
 SELECT ST_AsMVT(g, 'clusters', 4096, 'geom') FROM g WHERE geom IS NOT NULL
 """
+# The counts up to the last fold plus the deltas since: exact at every moment.
 _COUNTED_BUCKETS = """
-SELECT bx >> :shift AS gx, by >> :shift AS gy, status_class, n FROM incident_bucket_counts
-WHERE zoom = :stored AND bx BETWEEN :x0 AND :x1 AND by BETWEEN :y0 AND :y1 AND township_id = ANY(:townships)
-  AND n <> 0 {where}
+SELECT bx >> :shift AS gx, by >> :shift AS gy, status_class, n FROM (
+  SELECT bx, by, township_id, status_class, n FROM incident_bucket_counts
+  WHERE zoom = :stored AND bx BETWEEN :x0 AND :x1 AND by BETWEEN :y0 AND :y1
+  UNION ALL
+  SELECT bx, by, township_id, status_class, n FROM incident_bucket_deltas
+  WHERE zoom = :stored AND bx BETWEEN :x0 AND :x1 AND by BETWEEN :y0 AND :y1
+) AS b WHERE township_id = ANY(:townships) {where}
 """
 _LIVE_BUCKETS = """
 SELECT incident_bucket_x(i.location_3857) >> :live_shift AS gx,
@@ -161,6 +166,11 @@ def cells_geojson(prefix: str) -> str:
 def villages_geojson(prefix: str) -> str:
     """Village outlines (the union of their cells) as GeoJSON text: with the cells, the map's basemap."""
     return db.session.execute(_VILLAGES_SQL, {"prefix": prefix + "%"}).scalar()
+
+
+def fold_bucket_deltas() -> int:
+    """Move the pending deltas into the counts (keeps the delta table small); return the rows folded."""
+    return db.session.execute(text("SELECT incident_bucket_counts_fold()")).scalar()
 
 
 def rebuild_bucket_counts() -> int:
