@@ -20,7 +20,7 @@ python3.11 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3.11 pyth
 # Dashboard: npm for its browser libraries (Leaflet; served by the app, no CDN), Chromium for its
 # end-to-end tests (driven by Playwright with executable_path; Playwright never downloads a browser).
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
-packages+=(chromium)
+packages+=(chromium fonts-wqy-microhei)  # a CJK font, so the screenshots read as Chinese
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
