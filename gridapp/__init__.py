@@ -44,4 +44,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     errors.register_error_handlers(app)
     register_api(app, api)
     cli.init_app(app)
+    from gridapp.dashboard import init_app as init_dashboard
+
+    init_dashboard(app)
     return app

@@ -70,6 +70,15 @@ class Defaults:
     RQ_QUEUES = ["default"]
     SCHEDULER_INTERVAL_SECONDS = 60
 
+    # Dashboard (gridapp/dashboard/, docs/dashboard.md): session cookie flags and live-update polling.
+    # Secure by default (serve it over HTTPS); browsers also accept it on http://127.0.0.1 and localhost.
+    SESSION_COOKIE_NAME = "gridapp_session"
+    SESSION_COOKIE_SECURE = True
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    PERMANENT_SESSION_LIFETIME = 12 * 3600  # one shift
+    DASHBOARD_POLL_SECONDS = 5
+
     # flask-smorest / OpenAPI document at /api/v1/openapi.json
     API_TITLE = "gridapp"
     API_VERSION = "v1"

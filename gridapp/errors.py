@@ -200,6 +200,9 @@ class PhotoImmutable(Conflict):  # an attachment_id already declared with other 
 class AfterPhotoRequired(AppError):  # completing a case needs an after-handling photo (WORKFLOW_REQUIRE_AFTER_PHOTO)
     code, http_status, default_message = ("workflow.after_photo_required", 422,
                                           "This action needs an after-handling (处置后) photo.")
+# --- dashboard (gridapp/dashboard/) -------------------------------------------------------------
+class CsrfFailed(Forbidden):  # a dashboard POST without this session's CSRF token (a forged or stale form)
+    code, default_message = "dashboard.csrf_failed", "The form's security token is missing or expired; reload the page."
 
 
 # geo.errors.* keep their own codes (geo.invalid_geometry, geo.unsupported_crs, geo.crs_required,

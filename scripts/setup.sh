@@ -17,6 +17,10 @@ packages=(postgresql-$PG_VERSION postgresql-$PG_VERSION-postgis-3 postgresql-$PG
           redis-server gcc gdal-bin)
 # Python 3.11 with venv may come from elsewhere (pyenv); only ask Debian for it when it is missing.
 python3.11 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3.11 python3.11-venv python3.11-dev)
+# Dashboard: npm for its browser libraries (Leaflet; served by the app, no CDN), Chromium for its
+# end-to-end tests (driven by Playwright with executable_path; Playwright never downloads a browser).
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+packages+=(chromium fonts-wqy-microhei)  # a CJK font, so the screenshots read as Chinese
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,6 +52,13 @@ if ! cmp -s requirements.txt "$VENV/.requirements.installed"; then
   say "installing Python requirements"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt "$VENV/.requirements.installed"
+fi
+
+# --- the dashboard's browser libraries, exactly as package-lock.json pins them (re-installed when it changes)
+if ! cmp -s package-lock.json node_modules/.gridapp-lock.installed; then
+  say "installing the dashboard's npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.gridapp-lock.installed
 fi
 
 # --- database role, database and PostGIS. The role is not a superuser, so the extension is

@@ -220,9 +220,15 @@ def download(sha256, variant):
     Scope-checked like incidents (404 outside the caller's area). `ETag` is the hash; `Range` is
     honoured (one range); blobs are immutable, so they are cacheable for a year.
     """
-    if variant not in photos.VARIANTS:
+    return send_photo(sha256, variant, g.user)
+
+
+def send_photo(sha256: str, variant: str, user, variants=photos.VARIANTS) -> Response:
+    """The download response for a photo the user may see (also used by the dashboard, which shows only
+    the EXIF-free renditions): 404 outside the user's area, ETag, one Range, immutable caching."""
+    if variant not in variants:
         raise photos.PhotoNotFound(variant=variant)
-    blob = photos.visible_blob(sha256.lower(), g.user, scope_prefix(g.user))
+    blob = photos.visible_blob(sha256.lower(), user, scope_prefix(user))
     key, size, mime = photos.rendition(blob, variant)
     db.session.commit()
     etag = blob.sha256 if variant == "original" else f"{blob.sha256}-{variant}"

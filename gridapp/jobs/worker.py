@@ -7,7 +7,7 @@ from rq import SimpleWorker
 from gridapp.extensions import db, redis_store
 from gridapp.jobs import enqueue
 from gridapp.jobs.dispatch import escalate_overdue, sweep
-from gridapp.jobs.maintenance import purge_tokens
+from gridapp.jobs.maintenance import fold_map_counts, purge_tokens
 from gridapp.jobs.photos import collect_photos
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,7 @@ PERIODIC_JOBS = [
     ("sweep-outbox", sweep, 30),
     ("escalate-overdue", escalate_overdue, 60),
     ("collect-photos", collect_photos, 3600),
+    ("fold-map-counts", fold_map_counts, 30),  # the dashboard map's count deltas (docs/dashboard.md)
 ]
 
 

@@ -13,6 +13,13 @@ from gridapp.models.incident import (
     IncidentNote,
     IncidentRevision,
 )
+from gridapp.models.maptiles import (
+    BUCKET_LEVELS,
+    BUCKET_ZOOM,
+    STATUS_CLASSES,
+    IncidentBucketCount,
+    IncidentBucketDelta,
+)
 from gridapp.models.photo import PHOTO_TYPES, IncidentPhoto, PhotoBlob, PhotoUpload
 from gridapp.models.squad import EnforcementTeam, Squad, squad_areas
 from gridapp.models.sync import (
@@ -46,4 +53,5 @@ __all__ = [
     "WORKER_FIELDS", "WorkerScope", "grid_cell_workers", "squad_areas", "utcnow", "OPEN_STATUSES", "CalendarDay",
     "CaseRequest", "IncidentEvent", "Notification", "OutboxMessage", "ResponsibilityRule",
     "PHOTO_TYPES", "IncidentPhoto", "PhotoBlob", "PhotoUpload",
+    "BUCKET_LEVELS", "BUCKET_ZOOM", "STATUS_CLASSES", "IncidentBucketCount", "IncidentBucketDelta",
 ]

@@ -80,6 +80,8 @@ TRIGGERS = {
     "photo.range_not_satisfiable": None,
     "photo.immutable": None,
     "workflow.after_photo_required": None,
+    # The dashboard's form posts (also tests/dashboard/test_pages.py and test_browser.py).
+    "dashboard.csrf_failed": lambda c, x: c.post("/dashboard/login", data={"username": "a", "password": "b"}),
 }
 
 
