@@ -44,6 +44,16 @@ class Defaults:
     DUPLICATE_DISTANCE_M = 50
     DUPLICATE_WINDOW_HOURS = 72
 
+    # Exports (docs/exports.md): above this many rows a direct download is refused in favour of a job;
+    # job files live in EXPORT_DIR and their signed links (and the files) expire after EXPORT_TTL_SECONDS.
+    EXPORT_MAX_DIRECT_ROWS = 50_000
+    EXPORT_DIR = "/tmp/gridapp-exports"
+    EXPORT_TTL_SECONDS = 24 * 3600
+    # Evaluation (docs/evaluation.md): a check (核查) is on time when done within this many hours of the
+    # request; a dispatch when made within this many hours of registration.
+    EVALUATION_CHECK_HOURS = 24
+    EVALUATION_DISPATCH_HOURS = 2
+
     # Display time zone (storage is always UTC).
     DISPLAY_TIMEZONE = "Asia/Shanghai"
 

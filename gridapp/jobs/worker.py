@@ -7,6 +7,7 @@ from rq import SimpleWorker
 from gridapp.extensions import db, redis_store
 from gridapp.jobs import enqueue
 from gridapp.jobs.dispatch import escalate_overdue, sweep
+from gridapp.jobs.exports import purge_exports
 from gridapp.jobs.maintenance import purge_tokens
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,7 @@ PERIODIC_JOBS = [
     ("purge-tokens", purge_tokens, 3600),
     ("sweep-outbox", sweep, 30),
     ("escalate-overdue", escalate_overdue, 60),
+    ("purge-exports", purge_exports, 3600),
 ]
 
 

@@ -2,6 +2,7 @@
 from gridapp.models.area import AREA_LEVELS, AdminArea
 from gridapp.models.base import Base, utcnow
 from gridapp.models.category import CATEGORY_KINDS, TIME_UNITS, Category, CategoryCondition
+from gridapp.models.export import EXPORT_STATES, ExportJob, PersonalDataAccess
 from gridapp.models.grid import GridCell, GridImport, grid_cell_workers
 from gridapp.models.incident import (
     DISPATCH_FIELDS,
@@ -44,4 +45,5 @@ __all__ = [
     "ROLES", "SQUAD_ROLES", "ScopeExit", "Squad", "SyncConflict", "SyncCounter", "SyncDeferral", "SyncReceipt", "TIME_UNITS", "User",
     "WORKER_FIELDS", "WorkerScope", "grid_cell_workers", "squad_areas", "utcnow", "OPEN_STATUSES", "CalendarDay",
     "CaseRequest", "IncidentEvent", "Notification", "OutboxMessage", "ResponsibilityRule",
+    "EXPORT_STATES", "ExportJob", "PersonalDataAccess",
 ]

@@ -30,6 +30,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # The dispatch centre's tools: the responsibility list, routing explanations, dead letters.
     "dispatch.manage": frozenset({"dispatcher", "duty_chief", "admin"}),
     "device.manage": frozenset({"duty_chief", "admin"}),
+    # Exports, the evaluation, the OGC API and early warnings (issue 7; docs/exports.md).
+    "export.read": frozenset({"dispatcher", "duty_chief", "supervisor", "admin"}),
+    # Citizens' personal data unmasked (with a reason, logged): supervisors and admins only.
+    "personal_data.unmask": frozenset({"supervisor", "admin"}),
+    "evaluation.read": frozenset({"dispatcher", "duty_chief", "squad_leader", "supervisor", "admin"}),
+    "ogc.read": STAFF,
+    "warning.read": STAFF,
 }
 
 

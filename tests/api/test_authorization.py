@@ -12,6 +12,7 @@ from tests.factories import make_user, make_world, token_for
 SAMPLE_PATH_VALUES = {"code": "330521101001001", "kind": "event", "device_id": "00000000-0000-4000-8000-000000000000",
                       "item_id": "1", "conflict_id": "1", "incident_id": "00000000-0000-4000-8000-000000000001",
                       "notification_id": "1", "action": "register"}
+SAMPLE_PATH_VALUES |= {"fmt": "csv", "job_id": "00000000-0000-4000-8000-000000000002"}  # exports (issue 7)
 
 
 def _api_routes(app):

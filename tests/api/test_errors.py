@@ -66,6 +66,13 @@ TRIGGERS = {
     "workflow.invalid_input": None,  # tests/workflow/test_workflow.py
     "grid.import_rejected": None,  # CLI: tests/cli/test_grid_import.py
     "category.invalid_catalogue": None,  # CLI: tests/cli/test_categories.py
+    # Exports and the OGC API (issue 7).
+    "export.not_found": lambda c, x: c.get(f"/api/v1/exports/{uuid.uuid4()}", headers=x["dispatcher"]),
+    "export.link_invalid": lambda c, x: c.get("/api/v1/exports/download/forged.token"),
+    "ogc.collection_not_found": lambda c, x: c.get("/api/v1/ogc/collections/roads", headers=x["dispatcher"]),
+    "export.too_large": None,  # tests/exports/test_exports.py
+    "export.reason_required": None,  # tests/exports/test_personal_data.py
+    "export.not_ready": None,  # tests/exports/test_jobs.py
 }
 
 
