@@ -4,10 +4,11 @@ import tempfile
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import g, send_file
+from flask import Response, g
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from gridapp.api.exports import file_chunks
 from gridapp.api.security import require
 from gridapp.errors import NotFound
 from gridapp.extensions import db
@@ -100,6 +101,5 @@ def get_report(args, fmt):
     handle, path = tempfile.mkstemp(prefix="gridapp-report-", suffix="." + fmt)
     os.close(handle)
     (reports.write_xlsx if fmt == "xlsx" else reports.write_pdf)(result, area.name if area else code, path)
-    response = send_file(path, mimetype=REPORT_TYPES[fmt], as_attachment=True, download_name=f"report.{fmt}")
-    response.call_on_close(lambda: os.path.exists(path) and os.remove(path))
-    return response
+    return Response(file_chunks(path, delete=True), mimetype=REPORT_TYPES[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="report.{fmt}"'})

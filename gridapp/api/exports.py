@@ -2,7 +2,7 @@
 import os
 import tempfile
 
-from flask import Response, current_app, g, send_file, stream_with_context, url_for
+from flask import Response, current_app, g, stream_with_context, url_for
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
@@ -86,14 +86,23 @@ def _direct(layer_name: str, fmt: str, args: dict):
     os.remove(path)  # the writers create the file themselves (sqlite needs a fresh one)
     try:
         exports.FILE_WRITERS[fmt](export, path)
-        db.session.rollback()
-        response = send_file(path, mimetype=exports.MEDIA_TYPES[fmt], as_attachment=True, download_name=filename)
     except Exception:
         if os.path.exists(path):
             os.remove(path)
         raise
-    response.call_on_close(lambda: os.path.exists(path) and os.remove(path))
-    return response
+    db.session.rollback()
+    return Response(file_chunks(path, delete=True), mimetype=exports.MEDIA_TYPES[fmt], headers=headers)
+
+
+def file_chunks(path: str, delete: bool = False, size: int = 1 << 16):
+    """Yield a file in chunks (bounded memory); delete it afterwards when it was a temporary one."""
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(size):
+                yield chunk
+    finally:
+        if delete and os.path.exists(path):
+            os.remove(path)
 
 
 def _doc(view):
@@ -160,5 +169,7 @@ def get_export(job_id):
 def download_export(token):
     """Download a finished export with its signed link (no bearer token: the link is the credential)."""
     job = export_jobs.job_for_download(token)
-    return send_file(job.file_path, mimetype=exports.MEDIA_TYPES[job.format], as_attachment=True,
-                     download_name=f"{job.layer}.{exports.EXTENSIONS[job.format]}")
+    name = f"{job.layer}.{exports.EXTENSIONS[job.format]}"
+    return Response(file_chunks(job.file_path), mimetype=exports.MEDIA_TYPES[job.format],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "Content-Length": str(os.path.getsize(job.file_path))})
