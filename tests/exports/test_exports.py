@@ -97,7 +97,7 @@ def test_cells_export_in_every_vector_format(client, data, tmp_path):
         path, _ = download(client, data, f"/api/v1/exports/cells.{fmt}", tmp_path, name)
         summary = ogrinfo("-al", "-so", prefix + str(path))
         assert feature_count(summary) == 6, summary
-        assert "Polygon" in summary or "POLYGON" in ogrinfo("-al", "-q", "-limit", "1", str(path)), summary
+        assert "Polygon" in summary or "POLYGON" in ogrinfo("-al", "-q", "-fid", "1", str(path)), summary
 
 
 def test_csv_has_bom_escapes_formulas_and_keeps_id_numbers(client, data, tmp_path):
