@@ -114,12 +114,16 @@ class PhoneClient:
 
     # --- what a worker does offline ---------------------------------------------------------------------
     def report(self, category: str, description: str, lon: float, lat: float, crs: str = "wgs84",
-               accuracy: float | None = None, incident_id: str | None = None) -> str:
-        """Save a new report in the outbox (works offline); return its client-minted id."""
+               accuracy: float | None = None, incident_id: str | None = None, party: dict | None = None) -> str:
+        """Save a new report in the outbox (works offline); return its client-minted id.
+
+        `party`: the 当事人's {name, phone, id_number} when the worker recorded one."""
         incident_id = incident_id or str(uuid.uuid4())
-        self._enqueue({"type": "incident.create", "incident_id": incident_id, "data": {
-            "category": category, "description": description,
-            "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}})
+        data = {"category": category, "description": description,
+                "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}
+        if party:
+            data["party"] = party
+        self._enqueue({"type": "incident.create", "incident_id": incident_id, "data": data})
         return incident_id
 
     def local_view(self, incident_id: str) -> dict:
