@@ -38,13 +38,14 @@ def feature_count(summary: str) -> int:
     return int(summary.split("Feature Count: ", 1)[1].split()[0])
 
 
-def build_export_world():
-    """Six incidents in township A (one with a party, one with a formula description), one in B."""
+def build_export_world(with_incidents=True):
+    """Every role, a worker in B, a county supervisor; six incidents in township A (one with a party, one
+    with a formula description) and one in B."""
     world = build_world()
     world["users"]["worker_b"] = make_user("worker_b", "grid_worker", world["township_b"],
                                            cells=world["cells_b"][:1])
     world["users"]["county_supervisor"] = make_user("county_supervisor", "supervisor", world["county"])
-    world["incidents"] = [
+    world["incidents"] = [] if not with_incidents else [
         new_incident(world, cell=0, party=PARTY, description="占道经营，当事人拒不整改"),
         new_incident(world, cell=0, description=FORMULA),
         new_incident(world, cell=1, category="09006", description="占道经营"),
