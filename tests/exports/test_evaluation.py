@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gridapp.extensions import db
-from gridapp.models import IncidentEvent, ROLES
+from gridapp.models import ROLES, IncidentEvent
 from tests.exports.helpers import build_export_world, new_incident
 from tests.factories import make_user
 
