@@ -100,8 +100,8 @@ def _draw(spec: MapSpec, figure, axes) -> None:
     _, max_y = axes.get_ylim()
     min_y, _ = axes.get_ylim()
     axes.set_aspect(1 / math.cos(math.radians((min_y + max_y) / 2)))  # equal metres on both axes
-    axes.set_title(spec.title, fontsize=16)
-    figure.text(0.5, 0.92, spec.period, ha="center", fontsize=10, color="#444444")
+    figure.suptitle(spec.title, fontsize=16)
+    axes.set_title(spec.period, fontsize=10, color="#444444")
     axes.set_xticks([])
     axes.set_yticks([])
     _scale_bar(axes)

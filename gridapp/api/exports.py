@@ -7,14 +7,14 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from gridapp.api.security import require
-from gridapp.errors import PROBLEM_MIME, ExportTooLarge, Forbidden, UnmaskReasonRequired
+from gridapp.errors import PROBLEM_MIME, ExportTooLarge, Forbidden, NotFound, UnmaskReasonRequired
 from gridapp.extensions import db
 from gridapp.jobs import enqueue
 from gridapp.jobs.exports import EXPORT_TIMEOUT_SECONDS, run_export
 from gridapp.models import EXPORT_STATES
 from gridapp.schemas.common import ProblemSchema
 from gridapp.schemas.filters import IncidentFilterArgs
-from gridapp.services import export_jobs, exports
+from gridapp.services import export_jobs, exports, maps
 from gridapp.services.access import can, scope_prefix
 from gridapp.services.filters import IncidentFilter
 
@@ -173,3 +173,34 @@ def download_export(token):
     return Response(file_chunks(job.file_path), mimetype=exports.MEDIA_TYPES[job.format],
                     headers={"Content-Disposition": f'attachment; filename="{name}"',
                              "Content-Length": str(os.path.getsize(job.file_path))})
+
+
+class MapArgs(IncidentFilterArgs):
+    by = fields.String(load_default="status", validate=validate.OneOf(("status", "category")))
+    density = fields.Boolean(load_default=False, metadata={"description": "per-cell counts (heat) instead of dots"})
+    title = fields.String(validate=validate.Length(max=60))
+
+
+MAP_TYPES = {"png": "image/png", "pdf": "application/pdf"}
+
+
+@blp.route("/map.<string:fmt>")
+@require("export.read")
+@blp.arguments(MapArgs, location="query")
+@blp.doc(responses={"200": {"description": "the printed map", "content": {
+    t: {"schema": {"type": "string", "format": "binary"}} for t in MAP_TYPES.values()}}})
+def incident_map(args, fmt):
+    """A printed map (map.png or map.pdf) of the filtered incidents over the cells and village outlines."""
+    if fmt not in MAP_TYPES:
+        raise NotFound()
+    handle, path = tempfile.mkstemp(prefix="gridapp-map-", suffix="." + fmt)
+    os.close(handle)
+    try:
+        maps.incident_map(IncidentFilter.from_args(args), scope_prefix(g.user), path, fmt, by=args["by"],
+                          density=args["density"], title=args.get("title"))
+    except Exception:
+        os.remove(path)
+        raise
+    db.session.rollback()
+    return Response(file_chunks(path, delete=True), mimetype=MAP_TYPES[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="map.{fmt}"'})
