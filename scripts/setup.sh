@@ -15,7 +15,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # --- system packages (only what is missing; apt-get update once, only if something is missing)
 packages=(postgresql-$PG_VERSION postgresql-$PG_VERSION-postgis-3 postgresql-$PG_VERSION-postgis-3-scripts
           redis-server gcc gdal-bin
-          poppler-utils fonts-wqy-microhei)  # exports: pdffonts/pdftoppm in tests, the CJK font of printed maps
+          poppler-utils fonts-wqy-microhei time)  # exports: pdffonts/pdftoppm, the maps' CJK font, bench peak RSS
 # Python 3.11 with venv may come from elsewhere (pyenv); only ask Debian for it when it is missing.
 python3.11 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3.11 python3.11-venv python3.11-dev)
 missing=()

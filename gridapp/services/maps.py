@@ -4,7 +4,6 @@ from zoneinfo import ZoneInfo
 
 import shapely
 
-from geo.writers.mapplot import MapSpec, render
 from gridapp.extensions import db
 from gridapp.models import INCIDENT_STATUSES
 from gridapp.services.filters import IncidentFilter, cell_where, incident_where
@@ -36,6 +35,8 @@ def _period_text(flt: IncidentFilter) -> str:
 def incident_map(flt: IncidentFilter, prefix: str, path: str, fmt: str, *, by: str = "status",
                  density: bool = False, title: str | None = None) -> None:
     """Draw the map of the filtered incidents over the cells of the area (the scope, or the filter's area)."""
+    from geo.writers.mapplot import MapSpec, render  # matplotlib loads only when a map is drawn
+
     cell_filter, cell_params = cell_where(IncidentFilter(area=flt.area, cell=flt.cell), prefix)
     cells = [(code, shapely.from_wkb(bytes(wkb))) for code, wkb in _rows(
         f"SELECT c.code, ST_AsBinary(c.geom) FROM grid_cells c WHERE {cell_filter}", cell_params)]

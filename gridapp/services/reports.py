@@ -2,14 +2,7 @@
 worst overdue cases, from services/evaluation.py."""
 from zoneinfo import ZoneInfo
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-from openpyxl import Workbook  # noqa: E402
-
-from geo.writers.mapplot import cjk_font  # noqa: E402
+from openpyxl import Workbook
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -63,6 +56,11 @@ def write_xlsx(result: dict, area_name: str, path: str) -> None:
 
 def write_pdf(result: dict, area_name: str, path: str) -> None:
     """A4 pages: the title and period, then each ranking as a table (CJK font embedded, TrueType)."""
+    # matplotlib loads only when a PDF is drawn (it costs every web and worker process a second to import).
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from geo.writers.mapplot import cjk_font
     font = cjk_font()
     plt.rcParams["pdf.fonttype"] = 42
     plt.rcParams["font.family"] = font.get_name()
