@@ -81,7 +81,7 @@ def child(method: str, db_url: str, out: str) -> None:
         with app.app_context():
             export = exports.Export(exports.INCIDENTS, IncidentFilter(), COUNTY_PREFIX)
             if method == "ours_geojson":
-                with open(out, "w", encoding="utf-8") as handle:
+                with open(out, "wb") as handle:
                     for chunk in exports.geojson_chunks(export):
                         handle.write(chunk)
             else:

@@ -79,7 +79,7 @@ def _direct(layer_name: str, fmt: str, args: dict):
     filename = f"{layer_name}.{exports.EXTENSIONS[fmt]}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if fmt in exports.STREAMED:
-        chunks = (chunk.encode("utf-8") for chunk in exports.STREAMED[fmt](export))
+        chunks = (exports.as_bytes(chunk) for chunk in exports.STREAMED[fmt](export))
         return Response(stream_with_context(chunks), mimetype=exports.MEDIA_TYPES[fmt], headers=headers)
     handle, path = tempfile.mkstemp(prefix="gridapp-export-", suffix="." + fmt)
     os.close(handle)

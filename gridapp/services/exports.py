@@ -35,6 +35,7 @@ MEDIA_TYPES = {
 }
 EXTENSIONS = {"geojson": "geojson", "gpkg": "gpkg", "shp": "shp.zip", "kml": "kml", "csv": "csv", "xlsx": "xlsx"}
 BATCH_ROWS = 5000
+PROGRESS_ROWS = 50_000  # export jobs record their progress this often
 SHANGHAI = "'YYYY-MM-DD\"T\"HH24:MI:SS\"+08:00\"'"
 
 
@@ -178,46 +179,70 @@ class Export:
         for count, row in enumerate(stream_rows(self.layer, self.flt, self.prefix, geometry_sql), 1):
             row = list(row)
             yield mask(row) if mask else row
-            if self.progress and count % BATCH_ROWS == 0:
+            if self.progress and count % PROGRESS_ROWS == 0:
                 self.progress(count)
 
 
-def geojson_chunks(export: Export) -> Iterator[str]:
+def geojson_chunks(export: Export) -> Iterator[bytes]:
     """RFC 7946 FeatureCollection: lon/lat, no `crs`, polygons counter-clockwise (right-hand rule).
 
-    PostgreSQL builds each feature's properties as JSON; Python only adds the personal fields, masked."""
+    PostgreSQL writes each feature's JSON (all but the personal fields) and streams it with COPY, the
+    fastest way out of the database; Python appends the personal fields, masked, to each line. COPY's
+    text format doubles backslashes (JSON escapes are the only ones in these lines), so they are undone."""
     layer = export.layer
     plain = [f for f in layer.fields if f[0] not in PERSONAL_FIELDS]
     personal = [f for f in layer.fields if f[0] in PERSONAL_FIELDS]
     properties = "json_build_object(" + ", ".join(f"'{n}', {e}" for n, e, _ in plain) + ")::text"
     geometry = ("ST_AsGeoJSON({geom}, 7)" if layer.geometry_type == "POINT"
-                else "ST_AsGeoJSON(ST_ForcePolygonCCW({geom}), 7)")
+                else "ST_AsGeoJSON(ST_ForcePolygonCCW({geom}), 7)").format(geom=layer.geometry_column)
+    # The feature without the closing braces of its properties and of itself: Python closes them.
+    feature = f"""'{{"type":"Feature","geometry":' || {geometry} || ',"properties":' || left({properties}, -1)"""
     where, params = where_for(layer, export.flt, export.prefix)
-    columns = ", ".join([properties, geometry.format(geom=layer.geometry_column), *(e for _, e, _ in personal)])
-    maskers = [None if export.unmasked else MASKERS[n] for n, _, _ in personal]
+    columns = ", ".join([feature, *(e for _, e, _ in personal)])
     names = [n for n, _, _ in personal]
-    empty_tail = "".join(f',"{n}":null' for n in names) + "}"
-    yield '{"type":"FeatureCollection","features":[\n'
-    buffer, count = [], 0
-    with _cursor("export_geojson") as cur:
-        cur.itersize = BATCH_ROWS
-        cur.execute(f"SELECT {columns} FROM {layer.from_sql} WHERE {where}", params)
-        for props, geom, *values in cur:
-            if any(values):
-                tail = "".join(f',"{n}":{json.dumps(m(v) if (m and v) else v, ensure_ascii=False)}'
-                               for n, m, v in zip(names, maskers, values)) + "}"
-            else:
-                tail = empty_tail
-            buffer.append(('{"type":"Feature","geometry":' if not count else ',\n{"type":"Feature","geometry":')
-                          + geom + ',"properties":' + (props[:-1] + tail if personal else props) + "}")
-            count += 1
-            if len(buffer) >= 1000:
-                yield "".join(buffer)
-                buffer = []
-                if export.progress and count % BATCH_ROWS == 0:
+    maskers = [None if export.unmasked else MASKERS[n] for n in names]
+    no_personal = b"\t\\N" * len(personal)  # what COPY writes for all-NULL personal columns
+    closing = ("".join(f',"{n}":null' for n in names) + "}}").encode()
+    yield b'{"type":"FeatureCollection","features":[\n'
+    first, count, pending, next_report = True, 0, b"", PROGRESS_ROWS
+    with _cursor() as cur, cur.copy(f"COPY (SELECT {columns} FROM {layer.from_sql} WHERE {where}) TO STDOUT",
+                                    params) as copy:
+        for block in copy:
+            lines = (pending + bytes(block)).split(b"\n")
+            pending = lines.pop()
+            out = []
+            for line in lines:
+                if line.endswith(no_personal):
+                    feature, tail = line[:len(line) - len(no_personal)], closing
+                else:
+                    feature, tail = _split_personal(line, names, maskers)
+                out.append((feature.replace(b"\\\\", b"\\") if b"\\" in feature else feature) + tail)
+            if out:
+                yield (b"" if first else b",\n") + b",\n".join(out)
+                first = False
+                count += len(out)
+                if export.progress and count >= next_report:
                     export.progress(count)
-    buffer.append("\n]}\n")
-    yield "".join(buffer)
+                    next_report += PROGRESS_ROWS
+    yield b"\n]}\n"
+
+
+def _copy_value(raw: bytes) -> str | None:
+    """One COPY text-format field: \\N is NULL; backslash escapes undone."""
+    if raw == b"\\N":
+        return None
+    return raw.decode("unicode_escape").encode("latin-1").decode("utf-8") if b"\\" in raw else raw.decode("utf-8")
+
+
+def _split_personal(line: bytes, names: list[str], maskers: list) -> tuple[bytes, bytes]:
+    """Split a COPY line into the feature and its closing personal fields (masked unless maskers are None)."""
+    feature, *raw = line.split(b"\t")
+    tail = []
+    for name, mask, value in zip(names, maskers, (_copy_value(v) for v in raw)):
+        if value and mask:
+            value = mask(value)
+        tail.append(f',"{name}":{json.dumps(value, ensure_ascii=False)}')
+    return feature, ("".join(tail) + "}}").encode()
 
 
 def spreadsheet_safe(value):
@@ -347,6 +372,10 @@ def write_xlsx(export: Export, path: str) -> int:
     return count
 
 
+def as_bytes(chunk: str | bytes) -> bytes:
+    return chunk if isinstance(chunk, bytes) else chunk.encode("utf-8")
+
+
 STREAMED = {"geojson": geojson_chunks, "csv": csv_chunks, "kml": kml_chunks}
 FILE_WRITERS = {"gpkg": write_gpkg, "shp": write_shapefile_zip, "xlsx": write_xlsx}
 
@@ -355,7 +384,7 @@ def write_file(export: Export, fmt: str, path: str) -> int:
     """Write any format to a file (export jobs); return the number of rows."""
     if fmt in FILE_WRITERS:
         return FILE_WRITERS[fmt](export, path)
-    with open(path, "w", encoding="utf-8", newline="") as out:
+    with open(path, "wb") as out:
         for chunk in STREAMED[fmt](export):
-            out.write(chunk)
+            out.write(as_bytes(chunk))
     return count_rows(export.layer, export.flt, export.prefix)

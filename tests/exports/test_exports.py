@@ -188,3 +188,17 @@ def test_polygon_rings_survive_the_shapefile(client, data, tmp_path):
     assert len(polygons) == len(expected)
     assert all(abs(p.area - 1e-6) < 1e-9 for p in polygons)  # 0.001° squares
     db.session.rollback()
+
+
+def test_geojson_keeps_backslashes_quotes_and_control_characters(client, data):
+    from tests.exports.helpers import new_incident
+
+    tricky = 'C:\\temp\\"引号"\t制表\n换行 \\n'
+    new_incident(data, cell=5, description=tricky, party={"name": 'O\'Brien \\ "张"', "phone": None,
+                                                           "id_number": None})
+    db.session.commit()
+    for query, name in (("", "O" + "*" * 13), ("?unmasked=true&reason=check", 'O\'Brien \\ "张"')):
+        response = client.get(f"/api/v1/exports/incidents.geojson{query}", headers=data["headers"]["supervisor"])
+        features = json.loads(response.get_data())["features"]
+        match = [f["properties"] for f in features if f["properties"]["description"] == tricky]
+        assert len(match) == 1 and match[0]["party_name"] == name, [f["properties"]["description"] for f in features]
