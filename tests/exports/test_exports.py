@@ -197,7 +197,9 @@ def test_geojson_keeps_backslashes_quotes_and_control_characters(client, data):
     new_incident(data, cell=5, description=tricky, party={"name": 'O\'Brien \\ "张"', "phone": None,
                                                            "id_number": None})
     db.session.commit()
-    for query, name in (("", "O" + "*" * 13), ("?unmasked=true&reason=check", 'O\'Brien \\ "张"')):
+    from gridapp.services.masking import mask_name
+
+    for query, name in (("", mask_name('O\'Brien \\ "张"')), ("?unmasked=true&reason=check", 'O\'Brien \\ "张"')):
         response = client.get(f"/api/v1/exports/incidents.geojson{query}", headers=data["headers"]["supervisor"])
         features = json.loads(response.get_data())["features"]
         match = [f["properties"] for f in features if f["properties"]["description"] == tricky]
