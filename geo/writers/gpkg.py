@@ -37,7 +37,7 @@ def gpkg_blob(wkb: bytes, srs_id: int) -> bytes:
 class GeoPackageWriter:
     """Write one feature table. Use as a context manager; `add` takes (values, wkb)."""
 
-    BATCH = 5000
+    BATCH = 2000
 
     def __init__(self, path: str, table: str, fields: list[tuple[str, str]], geometry_type: str, srs_id: int = 4326,
                  description: str = ""):

@@ -34,7 +34,7 @@ MEDIA_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 EXTENSIONS = {"geojson": "geojson", "gpkg": "gpkg", "shp": "shp.zip", "kml": "kml", "csv": "csv", "xlsx": "xlsx"}
-BATCH_ROWS = 5000
+BATCH_ROWS = 2000
 PROGRESS_ROWS = 50_000  # export jobs record their progress this often
 SHANGHAI = "'YYYY-MM-DD\"T\"HH24:MI:SS\"+08:00\"'"
 
