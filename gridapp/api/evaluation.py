@@ -98,8 +98,7 @@ def get_report(args, fmt):
     result = _evaluate(args)
     code = args.get("area") or g.user.area.code
     area = db.session.scalar(db.select(AdminArea).where(AdminArea.code == code))
-    handle, path = tempfile.mkstemp(prefix="gridapp-report-", suffix="." + fmt)
-    os.close(handle)
+    path = os.path.join(tempfile.mkdtemp(prefix="gridapp-report-"), f"report.{fmt}")
     (reports.write_xlsx if fmt == "xlsx" else reports.write_pdf)(result, area.name if area else code, path)
     return Response(file_chunks(path, delete=True), mimetype=REPORT_TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="report.{fmt}"'})

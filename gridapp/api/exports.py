@@ -81,28 +81,33 @@ def _direct(layer_name: str, fmt: str, args: dict):
     if fmt in exports.STREAMED:
         chunks = (exports.as_bytes(chunk) for chunk in exports.STREAMED[fmt](export))
         return Response(stream_with_context(chunks), mimetype=exports.MEDIA_TYPES[fmt], headers=headers)
-    handle, path = tempfile.mkstemp(prefix="gridapp-export-", suffix="." + fmt)
-    os.close(handle)
-    os.remove(path)  # the writers create the file themselves (sqlite needs a fresh one)
+    # A fresh directory: the writers create the file themselves (SQLite needs one that does not exist).
+    path = os.path.join(tempfile.mkdtemp(prefix="gridapp-export-"), filename)
     try:
         exports.FILE_WRITERS[fmt](export, path)
     except Exception:
-        if os.path.exists(path):
-            os.remove(path)
+        _remove(path)
         raise
     db.session.rollback()
     return Response(file_chunks(path, delete=True), mimetype=exports.MEDIA_TYPES[fmt], headers=headers)
 
 
+def _remove(path: str) -> None:
+    """Delete a temporary file and its directory."""
+    if os.path.exists(path):
+        os.remove(path)
+    os.rmdir(os.path.dirname(path))
+
+
 def file_chunks(path: str, delete: bool = False, size: int = 1 << 16):
-    """Yield a file in chunks (bounded memory); delete it afterwards when it was a temporary one."""
+    """Yield a file in chunks (bounded memory); delete it (and its temporary directory) afterwards."""
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(size):
                 yield chunk
     finally:
-        if delete and os.path.exists(path):
-            os.remove(path)
+        if delete:
+            _remove(path)
 
 
 def _doc(view):
@@ -193,13 +198,12 @@ def incident_map(args, fmt):
     """A printed map (map.png or map.pdf) of the filtered incidents over the cells and village outlines."""
     if fmt not in MAP_TYPES:
         raise NotFound()
-    handle, path = tempfile.mkstemp(prefix="gridapp-map-", suffix="." + fmt)
-    os.close(handle)
+    path = os.path.join(tempfile.mkdtemp(prefix="gridapp-map-"), f"map.{fmt}")
     try:
         maps.incident_map(IncidentFilter.from_args(args), scope_prefix(g.user), path, fmt, by=args["by"],
                           density=args["density"], title=args.get("title"))
     except Exception:
-        os.remove(path)
+        _remove(path)
         raise
     db.session.rollback()
     return Response(file_chunks(path, delete=True), mimetype=MAP_TYPES[fmt],
