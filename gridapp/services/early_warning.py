@@ -9,9 +9,9 @@ import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from gridapp.extensions import db
 from gridapp.models import utcnow
 from gridapp.services.filters import IncidentFilter, incident_where
+from gridapp.services.rawsql import cursor
 
 BASELINE_WEEKS = 8
 Z_THRESHOLD = 3.0
@@ -36,7 +36,7 @@ def warnings(flt: IncidentFilter, prefix: str, *, by: str = "cell", at: datetime
         WHERE {where} AND {key} IS NOT NULL AND i.received_at >= %(baseline_from)s AND i.received_at < %(at)s
         GROUP BY {key}"""
     flagged = []
-    with db.session.connection().connection.driver_connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(sql, params)
         for code, category_name, recent, baseline in cur:
             mean = baseline / BASELINE_WEEKS

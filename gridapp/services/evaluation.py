@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 
-from gridapp.extensions import db
 from gridapp.models import utcnow
 from gridapp.services.filters import IncidentFilter, incident_where
+from gridapp.services.rawsql import cursor
 
 CLOSING = ("incident.pass_check", "incident.self_handle")
 
@@ -135,15 +135,11 @@ class Period:
         return min(self.end, utcnow())
 
 
-def _cursor():
-    return db.session.connection().connection.driver_connection.cursor()
-
-
 def _query(sql: str, flt: IncidentFilter, prefix: str, period: Period) -> list[dict]:
     # The period selects by registration / event time here, never by receipt: drop the filter's own range.
     where, params = incident_where(replace(flt, start=None, end=None), prefix)
     params.update(start=period.start, end=period.end, as_of=period.as_of)
-    with _cursor() as cur:
+    with cursor() as cur:
         cur.execute(sql.format(where=where), params)
         names = [d.name for d in cur.description]
         return [dict(zip(names, row)) for row in cur]

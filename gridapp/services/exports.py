@@ -22,6 +22,7 @@ from gridapp.extensions import db
 from gridapp.models import PersonalDataAccess, User
 from gridapp.services.filters import IncidentFilter, cell_where, incident_where
 from gridapp.services.masking import MASKERS, PERSONAL_FIELDS
+from gridapp.services.rawsql import cursor
 
 FORMATS = ("geojson", "gpkg", "shp", "kml", "csv", "xlsx")
 LAYERS = ("incidents", "cells")
@@ -116,15 +117,9 @@ def where_for(layer: Layer, flt: IncidentFilter, prefix: str) -> tuple[str, dict
 
 def count_rows(layer: Layer, flt: IncidentFilter, prefix: str) -> int:
     where, params = where_for(layer, flt, prefix)
-    with _cursor() as cur:
+    with cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {layer.from_sql} WHERE {where}", params)
         return cur.fetchone()[0]
-
-
-def _cursor(name: str | None = None):
-    """A psycopg cursor on the session's connection (named = server-side: rows arrive in batches)."""
-    connection = db.session.connection().connection.driver_connection
-    return connection.cursor(name=name) if name else connection.cursor()
 
 
 def stream_rows(layer: Layer, flt: IncidentFilter, prefix: str, geometry_sql: str | None,
@@ -134,7 +129,7 @@ def stream_rows(layer: Layer, flt: IncidentFilter, prefix: str, geometry_sql: st
     columns = ", ".join(expr for _, expr, _ in layer.fields)
     if geometry_sql:
         columns += ", " + geometry_sql.format(geom=layer.geometry_column)
-    with _cursor("export_rows") as cur:
+    with cursor("export_rows") as cur:
         cur.itersize = BATCH_ROWS
         cur.execute(f"SELECT {columns} FROM {layer.from_sql} WHERE {where} {extra_sql}", params)
         yield from cur
@@ -196,7 +191,7 @@ def geojson_chunks(export: Export) -> Iterator[bytes]:
     closing = ("".join(f',"{n}":null' for n in names) + "}}").encode()
     yield b'{"type":"FeatureCollection","features":[\n'
     first, count, pending, next_report = True, 0, b"", PROGRESS_ROWS
-    with _cursor() as cur, cur.copy(sql, params) as copy:
+    with cursor() as cur, cur.copy(sql, params) as copy:
         for block in copy:
             lines = (pending + bytes(block)).split(b"\n")
             pending = lines.pop()

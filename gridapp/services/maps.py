@@ -4,9 +4,9 @@ from zoneinfo import ZoneInfo
 
 import shapely
 
-from gridapp.extensions import db
 from gridapp.models import INCIDENT_STATUSES
 from gridapp.services.filters import IncidentFilter, cell_where, incident_where
+from gridapp.services.rawsql import cursor
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 STATUS_NAMES = dict(zip(INCIDENT_STATUSES, ("上报", "核实中", "已立案", "作废", "重复", "已派遣", "已回退", "处置中",
@@ -15,7 +15,7 @@ MAX_POINTS = 200_000  # a printed map cannot show more dots than this legibly; t
 
 
 def _rows(sql: str, params: dict):
-    with db.session.connection().connection.driver_connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(sql, params)
         yield from cur
 

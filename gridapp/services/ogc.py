@@ -3,9 +3,9 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from gridapp.extensions import db
 from gridapp.services import exports
 from gridapp.services.filters import IncidentFilter
+from gridapp.services.rawsql import cursor
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -17,10 +17,6 @@ COLLECTIONS = {
 }
 
 
-def _cursor():
-    return db.session.connection().connection.driver_connection.cursor()
-
-
 def instant_filter(flt: IncidentFilter, moment: datetime) -> IncidentFilter:
     """An OGC instant matches the whole second it names."""
     return replace(flt, start=moment, end=moment + timedelta(seconds=1))
@@ -30,7 +26,7 @@ def extent(cid: str, prefix: str) -> list[float]:
     meta = COLLECTIONS[cid]
     layer = meta["layer"]
     where, params = exports.where_for(layer, IncidentFilter(), prefix)
-    with _cursor() as cur:
+    with cursor() as cur:
         cur.execute(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent("
                     f"{layer.geometry_column}) AS e FROM {layer.from_sql} WHERE {where}) x", params)
         box = cur.fetchone()
@@ -45,7 +41,7 @@ def _features(cid: str, where: str, params: dict, tail: str) -> list[tuple[str, 
     geometry = ("ST_AsGeoJSON({g}, 7)" if layer.geometry_type == "POINT" else "ST_AsGeoJSON(ST_ForcePolygonCCW({g}), 7)")
     columns = ", ".join(e for _, e, _ in layer.fields) + ", " + geometry.format(g=layer.geometry_column)
     columns += f", {meta['key']}"
-    with _cursor() as cur:
+    with cursor() as cur:
         cur.execute(f"SELECT {columns} FROM {layer.from_sql} WHERE {where} {tail}", params)
         rows = cur.fetchall()
     features = []
