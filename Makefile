@@ -24,10 +24,12 @@ setup:
 # The *_bench* databases are for the benchmarks' smoke runs inside the suite.
 setup-test:
 	scripts/setup.sh gridapp_test gridapp_bench gridapp_bench_sync gridapp_bench_dispatch gridapp_bench_photos \
-	  gridapp_bench_tiles
+	  gridapp_bench_tiles gridapp_bench_export
 
 ## Run the benchmarks (big data; not part of `make test`).
 bench:
-	scripts/setup.sh gridapp_bench gridapp_bench_sync gridapp_bench_dispatch gridapp_bench_photos gridapp_bench_tiles
-	for b in grid_queries sync_push sync_pull sync_outage dispatch_latency escalation_sweep photo_upload map_tiles; do \
+	scripts/setup.sh gridapp_bench gridapp_bench_sync gridapp_bench_dispatch gridapp_bench_photos gridapp_bench_tiles \
+	  gridapp_bench_export
+	for b in grid_queries sync_push sync_pull sync_outage dispatch_latency escalation_sweep photo_upload map_tiles \
+	         export; do \
 	  $(VENV)/bin/python -m bench.$$b || exit 1; done

@@ -62,6 +62,15 @@ class Defaults:
     PHOTO_THUMB_PX = 320  # longest side of the thumbnail
     # The squad's "submit_result" and the worker's "self_handle" need an after-handling photo.
     WORKFLOW_REQUIRE_AFTER_PHOTO = True
+    # Exports (docs/exports.md): above this many rows a direct download is refused in favour of a job;
+    # job files live in EXPORT_DIR and their signed links (and the files) expire after EXPORT_TTL_SECONDS.
+    EXPORT_MAX_DIRECT_ROWS = 50_000
+    EXPORT_DIR = "/tmp/gridapp-exports"
+    EXPORT_TTL_SECONDS = 24 * 3600
+    # Evaluation (docs/evaluation.md): a check (核查) is on time when done within this many hours of the
+    # request; a dispatch when made within this many hours of registration.
+    EVALUATION_CHECK_HOURS = 24
+    EVALUATION_DISPATCH_HOURS = 2
 
     # Display time zone (storage is always UTC).
     DISPLAY_TIMEZONE = "Asia/Shanghai"

@@ -203,6 +203,29 @@ class AfterPhotoRequired(AppError):  # completing a case needs an after-handling
 # --- dashboard (gridapp/dashboard/) -------------------------------------------------------------
 class CsrfFailed(Forbidden):  # a dashboard POST without this session's CSRF token (a forged or stale form)
     code, default_message = "dashboard.csrf_failed", "The form's security token is missing or expired; reload the page."
+# --- exports, evaluation and the OGC API (issue 7) ----------------------------------------------------
+class ExportTooLarge(AppError):  # a direct export over EXPORT_MAX_DIRECT_ROWS: start an export job instead
+    code, http_status, default_message = "export.too_large", 422, "Too many rows to stream; start an export job."
+
+
+class UnmaskReasonRequired(AppError):  # an unmasked export without a stated reason
+    code, http_status, default_message = "export.reason_required", 422, "State why you need unmasked personal data."
+
+
+class ExportNotFound(NotFound):  # no export job with this id for this user
+    code, default_message = "export.not_found", "No such export job."
+
+
+class ExportNotReady(Conflict):  # the export job has not finished (or failed): nothing to download yet
+    code, default_message = "export.not_ready", "The export is not ready."
+
+
+class ExportLinkInvalid(AppError):  # a download link with a forged, mangled or expired signature
+    code, http_status, default_message = "export.link_invalid", 403, "This download link is invalid or expired."
+
+
+class CollectionNotFound(NotFound):  # an OGC API collection that does not exist
+    code, default_message = "ogc.collection_not_found", "No such collection."
 
 
 # geo.errors.* keep their own codes (geo.invalid_geometry, geo.unsupported_crs, geo.crs_required,

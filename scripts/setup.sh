@@ -14,13 +14,14 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- system packages (only what is missing; apt-get update once, only if something is missing)
 packages=(postgresql-$PG_VERSION postgresql-$PG_VERSION-postgis-3 postgresql-$PG_VERSION-postgis-3-scripts
-          redis-server gcc gdal-bin)
+          redis-server gcc gdal-bin
+          poppler-utils fonts-wqy-microhei time)  # exports: pdffonts/pdftoppm, the maps' CJK font, bench peak RSS
 # Python 3.11 with venv may come from elsewhere (pyenv); only ask Debian for it when it is missing.
 python3.11 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3.11 python3.11-venv python3.11-dev)
 # Dashboard: npm for its browser libraries (Leaflet; served by the app, no CDN), Chromium for its
 # end-to-end tests (driven by Playwright with executable_path; Playwright never downloads a browser).
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
-packages+=(chromium fonts-wqy-microhei)  # a CJK font, so the screenshots read as Chinese
+packages+=(chromium)  # fonts-wqy-microhei (above) also makes the screenshots read as Chinese
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

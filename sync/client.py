@@ -167,17 +167,21 @@ class PhoneClient:
 
     # --- what a worker does offline ---------------------------------------------------------------------
     def report(self, category: str, description: str, lon: float, lat: float, crs: str = "wgs84",
-               accuracy: float | None = None, incident_id: str | None = None, photos=None) -> str:
+               accuracy: float | None = None, incident_id: str | None = None, photos=None,
+               party: dict | None = None) -> str:
         """Save a new report in the outbox (works offline); return its client-minted id.
 
         `photos`: file paths (type "report") or (path, type) pairs; they are declared by hash in the
-        report and uploaded after the server has acknowledged it.
+        report and uploaded after the server has acknowledged it. `party`: the 当事人's {name, phone,
+        id_number} when the worker recorded one.
         """
         incident_id = incident_id or str(uuid.uuid4())
         declared = self._declare(photos)
-        body = {"type": "incident.create", "incident_id": incident_id, "data": {
-            "category": category, "description": description,
-            "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}}
+        data = {"category": category, "description": description,
+                "location": {"lon": lon, "lat": lat, "crs": crs}, "gps_accuracy_m": accuracy}
+        if party:
+            data["party"] = party
+        body = {"type": "incident.create", "incident_id": incident_id, "data": data}
         if declared:
             body["photos"] = self._wire(declared)
         self._enqueue(body, declared)

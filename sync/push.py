@@ -224,7 +224,7 @@ def _create(mutation: dict, ctx: PushContext) -> dict:
         incident_id=mutation["incident_id"], reporter=ctx.user, device=ctx.device, category_code=data["category"],
         description=data["description"], location=data["location"], gps_accuracy_m=data["gps_accuracy_m"],
         created_at_device=mutation["created_at_device"], clock_suspect=ctx.clock_suspect,
-        mutation_id=mutation["mutation_id"], township_id=ctx.user.area_id,
+        mutation_id=mutation["mutation_id"], township_id=ctx.user.area_id, party=data.get("party"),
     )
     declared = _declare_photos(incident, mutation["photos"], ctx)
     warnings = []

@@ -1,7 +1,7 @@
 """marshmallow schemas for the sync wire format (version 1)."""
 import re
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from geo.crs import POINT_CRS
 from gridapp.schemas.photos import PhotoSpecSchema
@@ -28,6 +28,28 @@ class LocationSchema(Schema):
     crs = fields.String(load_default="wgs84", validate=validate.OneOf(POINT_CRS))
 
 
+class PartySchema(Schema):
+    """The party or complainant (当事人), all optional: personal data, masked everywhere it is shown."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = CleanText(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    phone = fields.String(load_default=None, allow_none=True,
+                          validate=validate.Regexp(r"^\+?[0-9][0-9 -]{4,24}$", error="A phone number."))
+    id_number = fields.String(load_default=None, allow_none=True,
+                              validate=validate.Regexp(r"^([0-9]{17}[0-9Xx]|[0-9]{15})$",
+                                                       error="A resident ID number: 18 (or old 15) digits."))
+
+    @post_load
+    def normalise(self, data, **kwargs):
+        if data.get("phone"):
+            data["phone"] = re.sub(r"[ -]", "", data["phone"])[:20]
+        if data.get("id_number"):
+            data["id_number"] = data["id_number"].upper()
+        return {k: (v or None) for k, v in data.items()}
+
+
 class IncidentDataSchema(Schema):
     """What a worker reports; anything else the phone sends (a cell, a status) is ignored."""
 
@@ -38,6 +60,7 @@ class IncidentDataSchema(Schema):
     description = CleanText(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
     location = fields.Nested(LocationSchema, required=True)
     gps_accuracy_m = fields.Float(load_default=None, allow_none=True, allow_nan=False, validate=validate.Range(min=0))
+    party = fields.Nested(PartySchema, load_default=None, allow_none=True)
 
 
 class MutationSchema(Schema):

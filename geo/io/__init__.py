@@ -9,10 +9,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import pyogrio
-import pyogrio.raw
 import shapely
-from pyogrio.errors import DataLayerError, DataSourceError
 from shapely.geometry.base import BaseGeometry
 
 from geo.crs import resolve_crs, to_storage
@@ -99,6 +96,9 @@ def read_features(path, crs=None, layer=None):
     :raises CRSRequired: if the file declares no CRS and ``crs`` is None.
     :raises UnsupportedCRS: if ``crs`` or the file's CRS cannot be parsed.
     """
+    import pyogrio.raw  # imported when a file is read: its bundled GDAL costs every process 30 MB otherwise
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     with _gdal_warnings() as caught, _dataset(path) as (dataset, driver):
         if layer is None:
             layer = _only_layer(dataset)
@@ -248,6 +248,9 @@ def _extract_shapefile(archive, dest):
 
 
 def _spatial_layers(dataset):
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     try:
         listed = pyogrio.list_layers(dataset)
     except (DataSourceError, DataLayerError) as exc:

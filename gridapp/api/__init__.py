@@ -11,6 +11,7 @@ from gridapp.schemas.common import ProblemSchema
 API_PREFIX = "/api/v1/"
 GZIP_MIN_BYTES = 1024
 PUBLIC_ENDPOINTS = {"devices.register", "devices.refresh", "health.healthz", "auth.create_token", "api-docs.openapi_json", "static"}
+PUBLIC_ENDPOINTS |= {"exports.download_export"}  # a signed, expiring link is the credential (issue 7)
 
 
 class GridApi(Api):
@@ -36,6 +37,9 @@ def register_api(app, api: Api):
     for module in (health, auth, areas, grids, categories, squads, users, devices, sync, incidents, dispatch):
         api.register_blueprint(module.blp)
     api.register_blueprint(photos_blp)
+    from gridapp.api import early_warning, evaluation, exports, ogc
+    for module in (exports, evaluation, early_warning, ogc):  # issue 7
+        api.register_blueprint(module.blp)
     app.before_request(check_json_body)
     app.after_request(gzip_response)
 

@@ -20,6 +20,7 @@ from gridapp.schemas.incidents import (
 from gridapp.schemas.photos import PhotoSchema
 from gridapp.services import incidents, photos, workflow
 from gridapp.services.access import scope_prefix
+from sync.schemas import PartySchema
 
 blp = Blueprint("incidents", __name__, url_prefix="/api/v1/incidents", description="Incidents as reported")
 
@@ -86,3 +87,15 @@ def act(body, incident_id, action):
     enqueue_outbox(outbox)
     incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}
+
+
+@blp.route("/<uuid:incident_id>/party", methods=["PUT"])
+@require("incident.act")
+@blp.arguments(PartySchema)
+@blp.response(200, IncidentSchema)
+@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="incident.not_found")
+def record_party(body, incident_id):
+    """Record the party or complainant (当事人: name, phone, ID number); answered masked."""
+    incident = incidents.record_party(incident_id, body, g.user, scope_prefix(g.user))
+    db.session.commit()
+    return incident

@@ -38,9 +38,10 @@ from gridapp.models import (
     grid_cell_workers,
     utcnow,
 )
-from gridapp.services import dispatching, incidents, maptiles, queues, workflow
+from gridapp.services import dispatching, early_warning, incidents, maptiles, masking, queues, workflow
 from gridapp.services.access import can, scope_prefix
 from gridapp.services.auth import check_credentials
+from gridapp.services.filters import IncidentFilter
 from sync import review
 
 
@@ -100,8 +101,13 @@ def queues_page():
         data["conflicts"] = review.conflicts_in_scope(prefix)
     if can(g.user, "dispatch.manage"):
         data["dead_letters"] = dispatching.notifications_in_scope(prefix, "dead")
-    template = "dashboard/_queues.html" if request.args.get("partial") else "dashboard/queues.html"
-    return render_template(template, now=utcnow(), **data)
+    if request.args.get("partial"):
+        return render_template("dashboard/_queues.html", now=utcnow(), **data)
+    if can(g.user, "warning.read"):
+        everything = IncidentFilter()
+        data["warnings"] = early_warning.warnings(everything, prefix, by="cell") + \
+            early_warning.warnings(everything, prefix, by="category")
+    return render_template("dashboard/queues.html", now=utcnow(), **data)
 
 
 @bp.route("/live")
@@ -224,6 +230,8 @@ def _case_details(incident, prefix: str) -> dict:
         "duplicate": queues.incidents_by_id([incident.likely_duplicate_of], prefix).get(incident.likely_duplicate_of),
         "squads": _squads(township_code), "routed_squad_id": routed.squad_id if routed else None,
         "conditions": conditions,
+        # The party's personal data, masked as in every listing (unmasked only by a logged export).
+        "party": masking.mask_row({field: getattr(incident, field) for field in masking.PERSONAL_FIELDS}),
     }
 
 

@@ -7,6 +7,7 @@ from rq import SimpleWorker
 from gridapp.extensions import db, redis_store
 from gridapp.jobs import enqueue
 from gridapp.jobs.dispatch import escalate_overdue, sweep
+from gridapp.jobs.exports import purge_exports
 from gridapp.jobs.maintenance import fold_map_counts, purge_tokens
 from gridapp.jobs.photos import collect_photos
 
@@ -19,6 +20,7 @@ PERIODIC_JOBS = [
     ("escalate-overdue", escalate_overdue, 60),
     ("collect-photos", collect_photos, 3600),
     ("fold-map-counts", fold_map_counts, 30),  # the dashboard map's count deltas (docs/dashboard.md)
+    ("purge-exports", purge_exports, 3600),
 ]
 
 

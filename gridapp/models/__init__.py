@@ -2,6 +2,7 @@
 from gridapp.models.area import AREA_LEVELS, AdminArea
 from gridapp.models.base import Base, utcnow
 from gridapp.models.category import CATEGORY_KINDS, TIME_UNITS, Category, CategoryCondition
+from gridapp.models.export import EXPORT_STATES, ExportJob, PersonalDataAccess
 from gridapp.models.grid import GridCell, GridImport, grid_cell_workers
 from gridapp.models.incident import (
     DISPATCH_FIELDS,
@@ -54,4 +55,5 @@ __all__ = [
     "CaseRequest", "IncidentEvent", "Notification", "OutboxMessage", "ResponsibilityRule",
     "PHOTO_TYPES", "IncidentPhoto", "PhotoBlob", "PhotoUpload",
     "BUCKET_LEVELS", "BUCKET_ZOOM", "STATUS_CLASSES", "IncidentBucketCount", "IncidentBucketDelta",
+    "EXPORT_STATES", "ExportJob", "PersonalDataAccess",
 ]

@@ -93,6 +93,12 @@ class Incident(Base):
     warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # due-soon warning sent
     overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # escalated as overdue
 
+    # The party (当事人) or complainant, when a worker or dispatcher records one: personal data, shown
+    # masked everywhere unless a supervisor states a reason (services/masking.py, docs/exports.md).
+    party_name: Mapped[str | None] = mapped_column(String(100))
+    party_phone: Mapped[str | None] = mapped_column(String(20))
+    party_id_number: Mapped[str | None] = mapped_column(String(18))
+
     reporter_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("devices.id"), index=True)
     # Device times are data, never used for ordering.

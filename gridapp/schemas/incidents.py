@@ -3,6 +3,7 @@ from marshmallow import Schema, fields, validate
 
 from gridapp.models import INCIDENT_STATUSES, utcnow
 from gridapp.schemas.photos import PhotoSchema, PhotoSpecSchema
+from gridapp.services.masking import mask_id_number, mask_name, mask_phone
 
 
 def _lonlat(incident):
@@ -61,6 +62,11 @@ class IncidentSchema(Schema):
     task_user = fields.Function(lambda i: i.task_user.username if i.task_user else None)
     master_id = fields.UUID(allow_none=True)
     likely_duplicate_of = fields.UUID(allow_none=True, metadata={"description": "an open case nearby, same category"})
+    # The party (当事人): always masked in the API; unmasked only through an export with a reason.
+    party_name = fields.Function(lambda i: mask_name(i.party_name), metadata={"description": "masked: 张*"})
+    party_phone = fields.Function(lambda i: mask_phone(i.party_phone), metadata={"description": "masked: 138****5678"})
+    party_id_number = fields.Function(lambda i: mask_id_number(i.party_id_number),
+                                      metadata={"description": "masked: 330521********1234"})
 
 
 class IncidentDetailSchema(IncidentSchema):

@@ -33,6 +33,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Photos: phones and squads upload (tus); everyone reads the photos of incidents in their area.
     "photo.upload": frozenset({"grid_worker", "squad_member", "squad_leader"}),
     "photo.read": ALL_ROLES,
+    # Exports, the evaluation, the OGC API and early warnings (issue 7; docs/exports.md).
+    "export.read": frozenset({"dispatcher", "duty_chief", "supervisor", "admin"}),
+    # Citizens' personal data unmasked (with a reason, logged): supervisors and admins only.
+    "personal_data.unmask": frozenset({"supervisor", "admin"}),
+    "evaluation.read": frozenset({"dispatcher", "duty_chief", "squad_leader", "supervisor", "admin"}),
+    "ogc.read": STAFF,
+    "warning.read": STAFF,
 }
 
 

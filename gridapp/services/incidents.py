@@ -9,7 +9,7 @@ from shapely.geometry import Point
 from sqlalchemy import select, text
 
 import geo.crs
-from gridapp.errors import IncidentNotFound
+from gridapp.errors import Forbidden, IncidentNotFound
 from gridapp.extensions import db
 from gridapp.models import (
     OPEN_STATUSES,
@@ -17,6 +17,7 @@ from gridapp.models import (
     Category,
     Device,
     Incident,
+    IncidentEvent,
     IncidentNote,
     IncidentRevision,
     ScopeExit,
@@ -58,7 +59,7 @@ def place(location: dict):
 def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | None, category_code: str,
                     description: str, location: dict, gps_accuracy_m: float | None,
                     created_at_device: datetime | None, clock_suspect: bool, mutation_id: uuid.UUID | None,
-                    township_id: int) -> Incident:
+                    township_id: int, party: dict | None = None) -> Incident:
     """Create a reported incident placed by the database; a point outside every cell is kept and flagged.
 
     `township_id` is used only when the point is in no cell (the reporter's township).
@@ -77,6 +78,7 @@ def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | 
         is_outside_grid=cell is None, status="reported", reporter_id=reporter.id,
         device_id=device.id if device else None, created_at_device=created_at_device, clock_suspect=clock_suspect,
     )
+    set_party(incident, party or {})
     db.session.add(incident)
     db.session.flush()
     incident.likely_duplicate_of = likely_duplicate(incident)
@@ -217,6 +219,37 @@ def incident_in_scope(incident_id: uuid.UUID, prefix: str) -> Incident:
     incident = db.session.get(Incident, incident_id)
     if incident is None or not db.session.get(AdminArea, incident.township_id).code.startswith(prefix):
         raise IncidentNotFound(id=str(incident_id))
+    return incident
+
+
+PARTY_ROLES = frozenset({"grid_worker", "dispatcher", "duty_chief"})
+
+
+def set_party(incident: Incident, party: dict) -> list[str]:
+    """Record the party (当事人) fields given (name, phone, id_number; None clears one); return those set.
+
+    The values stay out of the revision history and the events: personal data lives in one column each."""
+    changed = []
+    for key in ("name", "phone", "id_number"):
+        if key in party:
+            setattr(incident, f"party_{key}", party[key])
+            changed.append(key)
+    return changed
+
+
+def record_party(incident_id: uuid.UUID, party: dict, actor: User, prefix: str) -> Incident:
+    """Record the party of a case in scope (grid worker, dispatcher, duty chief), with an event saying so.
+
+    :raises IncidentNotFound: not in scope.  :raises Forbidden: another role.
+    """
+    if actor.role not in PARTY_ROLES:
+        raise Forbidden("Only grid workers and the dispatch centre record a party.")
+    incident = incident_in_scope(incident_id, prefix)
+    changed = set_party(incident, party)
+    db.session.add(IncidentEvent(incident_id=incident.id, action="incident.party_recorded", actor_id=actor.id,
+                                 actor_role=actor.role, from_status=incident.status, to_status=incident.status,
+                                 details={"fields": changed}))
+    db.session.flush()
     return incident
 
 

@@ -13,6 +13,7 @@ SAMPLE_PATH_VALUES = {"code": "330521101001001", "kind": "event", "device_id": "
                       "item_id": "1", "conflict_id": "1", "incident_id": "00000000-0000-4000-8000-000000000001",
                       "notification_id": "1", "action": "register",
                       "upload_id": "00000000-0000-4000-8000-000000000002"}
+SAMPLE_PATH_VALUES |= {"fmt": "csv", "job_id": "00000000-0000-4000-8000-000000000002"}  # exports (issue 7)
 
 
 def _api_routes(app):

@@ -82,6 +82,13 @@ TRIGGERS = {
     "workflow.after_photo_required": None,
     # The dashboard's form posts (also tests/dashboard/test_pages.py and test_browser.py).
     "dashboard.csrf_failed": lambda c, x: c.post("/dashboard/login", data={"username": "a", "password": "b"}),
+    # Exports and the OGC API (issue 7).
+    "export.not_found": lambda c, x: c.get(f"/api/v1/exports/{uuid.uuid4()}", headers=x["dispatcher"]),
+    "export.link_invalid": lambda c, x: c.get("/api/v1/exports/download/forged.token"),
+    "ogc.collection_not_found": lambda c, x: c.get("/api/v1/ogc/collections/roads", headers=x["dispatcher"]),
+    "export.too_large": None,  # tests/exports/test_exports.py
+    "export.reason_required": None,  # tests/exports/test_personal_data.py
+    "export.not_ready": None,  # tests/exports/test_jobs.py
 }
 
 

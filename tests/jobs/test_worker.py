@@ -28,9 +28,9 @@ def test_purge_job_runs_through_a_real_worker(app):
 
 def test_scheduler_enqueues_each_periodic_job_once_per_interval(app):
     assert enqueue_due_jobs(now=1000) == ["purge-tokens", "sweep-outbox", "escalate-overdue", "collect-photos",
-                                         "fold-map-counts"]
+                                         "fold-map-counts", "purge-exports"]
     assert enqueue_due_jobs(now=1001) == []  # a second scheduler or a restart does not double it
-    assert queue().count == 4
+    assert queue().count == 6
     redis_store.connection.delete("gridapp:scheduler:purge-tokens")  # its interval has passed
     assert enqueue_due_jobs(now=5000) == ["purge-tokens"]
-    assert queue().count == 5
+    assert queue().count == 7
