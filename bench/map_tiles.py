@@ -21,7 +21,8 @@ z10: the tile holding the centre (x=853, y=421).
 Variants, per zoom, each warmed up once, then interleaved round by round so load elsewhere hits all alike:
 - app: the Flask test client signed in through the dashboard's login form, GET /dashboard/tiles/z/x/y.mvt
   (session check, area scope, the query, the response), timed around the request and reading the body;
-- app SQL in psql: the very text the app runs (maptiles.tile_query) with literal values, \\timing per
+- app SQL in psql: the very text the app runs (maptiles.tile_query) with literal values and the app's
+  setting (maptiles.TILE_SETTING: no parallel workers), \\timing per
   statement in one psql process (result discarded);
 - bare ST_AsMVT in psql: PERF.md §d's query over the raw points (stored 3857 copy, id and category as
   properties), which at z10 is what a map without the counts table would have to run. The app's z14 tile
@@ -97,11 +98,12 @@ def with_literals(sql: str, params: dict) -> str:
     return re.sub(r"(?<!:):(\w+)", lambda m: sql_literal(params[m.group(1)]), sql)
 
 
-def psql_times(db_url: str, statements: list[str]) -> list[float]:
-    """Run the statements in one psql process with \\timing; return each one's milliseconds."""
+def psql_times(db_url: str, statements: list[str], setting: str | None = None) -> list[float]:
+    """Run the statements in one psql process with \\timing (after SET `setting`); return each one's ms."""
     url = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write("\\timing on\n" + "".join(s.strip() + ";\n" for s in statements))
+        script.write((f"SET {setting};\n" if setting else "") + "\\timing on\n"
+                     + "".join(s.strip() + ";\n" for s in statements))
     try:
         out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-P", "pager=off", "-o", "/dev/null",
                               "-v", "ON_ERROR_STOP=1", "-f", script.name, url],
@@ -260,8 +262,8 @@ def main():
             results[("z14", "app")] += times
             times, sizes["z10"] = app_times(client, [z10] * args.z10_runs)
             results[("z10", "app")] += times
-        results[("z14", "app SQL")] += psql_times(db_url, [app_sql[t] for t in z14])
-        results[("z10", "app SQL")] += psql_times(db_url, [app_sql[z10]] * args.z10_runs)
+        results[("z14", "app SQL")] += psql_times(db_url, [app_sql[t] for t in z14], maptiles.TILE_SETTING)
+        results[("z10", "app SQL")] += psql_times(db_url, [app_sql[z10]] * args.z10_runs, maptiles.TILE_SETTING)
         results[("z14", "bare")] += psql_times(db_url, [bare[t] for t in z14])
         results[("z10", "bare")] += psql_times(db_url, [bare[z10]])
 

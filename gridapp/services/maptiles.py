@@ -134,9 +134,15 @@ def tile_query(prefix: str, z: int, x: int, y: int, filters: TileFilters = TileF
     return _GROUPS_SQL.format(buckets=buckets, half=WORLD_HALF, per_class=per_class), params
 
 
+TILE_SETTING = "max_parallel_workers_per_gather = 0"  # see incident_tile
+
+
 def incident_tile(prefix: str, z: int, x: int, y: int, filters: TileFilters = TileFilters()) -> bytes:
     """Return the MVT bytes of one tile for a user whose area is `prefix` (empty bytes: nothing there)."""
     sql, params = tile_query(prefix, z, x, y, filters)
+    # A tile reads a few thousand rows: launching parallel workers costs more than it saves (measured at
+    # z14 over 1M incidents: 30-36 ms with two workers, 22 ms without), and a map fires many tiles at once.
+    db.session.execute(text(f"SET LOCAL {TILE_SETTING}"))
     return bytes(db.session.execute(text(sql), params).scalar() or b"")
 
 
