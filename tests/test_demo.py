@@ -6,7 +6,8 @@ from gridapp.services.access import scope_prefix
 from gridapp.services.grids import locate
 
 TABLES = ["admin_areas", "grid_cells", "grid_cell_workers", "users", "enforcement_teams", "squads",
-          "squad_areas", "categories", "category_conditions", "worker_scopes"]
+          "squad_areas", "categories", "category_conditions", "worker_scopes", "incidents", "incident_events",
+          "incident_photos"]
 # Rules are replaced on each load (new ids), so they are compared by content.
 RULES = ("SELECT category_id, area_id, cell_code, squad_id, priority, is_fallback, auto_dispatch, note "
          "FROM responsibility_rules ORDER BY 1, 2, 3, 4")
@@ -26,6 +27,25 @@ def test_demo_loads_idempotently(runner):
     assert len(first["grid_cells"]) >= 300
     assert len(first["rules"]) == 6  # three per township, one of them the fallback
     assert db.session.execute(text("SELECT count(*) FROM admin_areas WHERE level = 'township'")).scalar() == 2
+
+
+def test_demo_cases_sit_at_every_stage_with_a_full_history(runner):
+    from gridapp.services.demo import CASES_PER_TOWNSHIP
+
+    assert runner.invoke(args=["demo", "load"]).exit_code == 0
+    by_status = dict(db.session.execute(text("SELECT status, count(*) FROM incidents GROUP BY status")).all())
+    assert set(by_status) == {"reported", "registered", "dispatched", "handling", "checking", "closed"}
+    assert sum(by_status.values()) == 2 * CASES_PER_TOWNSHIP
+    # Every case is in a cell of its reporter's village, and a closed case went through every step.
+    misplaced = db.session.execute(text("""
+        SELECT count(*) FROM incidents i JOIN grid_cell_workers w ON w.cell_id = i.cell_id
+        WHERE w.user_id <> i.reporter_id""")).scalar()
+    assert misplaced == 0
+    closed = db.session.execute(text("SELECT id FROM incidents WHERE status = 'closed' LIMIT 1")).scalar()
+    actions = db.session.execute(text("SELECT action FROM incident_events WHERE incident_id = :id ORDER BY id"),
+                                 {"id": closed}).scalars().all()
+    assert actions == [f"incident.{a}" for a in ("register", "dispatch", "accept", "submit_result", "request_check",
+                                                 "pass_check")]
 
 
 def test_demo_has_every_role_in_each_township_and_a_working_grid(runner):
