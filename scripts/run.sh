@@ -27,7 +27,8 @@ stop() {
 trap 'stop INT' INT
 trap 'stop TERM' TERM EXIT
 
-.venv/bin/gunicorn --bind "127.0.0.1:$PORT" --worker-class gthread --workers 2 --threads 4 \
+# A short graceful timeout: a gthread worker otherwise waits up to 30 s on idle browser connections.
+.venv/bin/gunicorn --bind "127.0.0.1:$PORT" --worker-class gthread --workers 2 --threads 4 --graceful-timeout 10 \
   --access-logfile - wsgi:app & pids+=($!)
 $FLASK worker & pids+=($!)
 $FLASK scheduler & pids+=($!)
