@@ -250,6 +250,12 @@ def test_a_report_from_a_phone_to_closed_through_the_dashboard(app, world, serve
         page.locator("#map path.leaflet-interactive").first.click()
         expect(page.locator("#cell-panel h2")).to_contain_text("网格")
         page.screenshot(path=str(SCREENSHOTS / "map.png"))
+        # The same panel from the keyboard, through the cell list beside the map.
+        cell = world["cells_a"][0]
+        page.get_by_label("查看网格", exact=True).focus()
+        page.get_by_label("查看网格", exact=True).select_option(cell.code)
+        expect(page.locator("#cell-panel")).to_contain_text(cell.code)
+        expect(page.locator("#cell-panel")).to_contain_text(users["reporter"].display_name)
     assert errors == []
     assert status_of(incident_id) == "closed"
     assert len(receiver.received) == 1

@@ -63,10 +63,26 @@
                get(el.dataset.villagesUrl).then(function (r) { return r.json(); })])
     .then(function (data) {
       cells.addData(data[0]); villages.addData(data[1]);
+      fillCellPicker();
       if (data[0].features.length) map.fitBounds(cells.getBounds()); else map.setView([30.5, 120.0], 12);
       loadIncidents();
       el.dataset.ready = "1";
     });
+
+  // The same panel from the keyboard: a list of the cells (the map's polygons take only clicks).
+  var picker = document.getElementById("f-cell");
+  function fillCellPicker() {
+    cells.eachLayer(function (layer) {
+      var p = layer.feature.properties, option = document.createElement("option");
+      option.value = p.code; option.textContent = p.name + "（" + p.code + "）";
+      picker.appendChild(option);
+    });
+  }
+  picker.addEventListener("change", function () {
+    cells.eachLayer(function (layer) {
+      if (layer.feature.properties.code === picker.value) { map.fitBounds(layer.getBounds(), {maxZoom: 16}); showCell(picker.value, layer); }
+    });
+  });
 
   form.addEventListener("submit", function (e) { e.preventDefault(); loadIncidents(); });
   document.addEventListener("gridapp:changed", function () {
