@@ -21,7 +21,6 @@ def case_photos(incident: Incident) -> list[dict]:
             "url": url_for("dashboard.photo", sha256=photo["sha256"], variant="thumbnail") if derived else None,
             "full_url": url_for("dashboard.photo", sha256=photo["sha256"], variant="display") if derived else None,
             "caption": caption if derived else f"{caption}（{PENDING_LABELS.get(photo['state'], '处理中')}）",
-            "kind": photo["type"],
         })
     return out
 

@@ -23,6 +23,8 @@ from gridapp.services import routing, workflow
 log = logging.getLogger(__name__)
 
 DELIVERY_INTERVALS = [5, 15, 60, 300]  # seconds between webhook attempts; then the notification is dead
+# What a failed webhook attempt raises (a refused or timed-out connection, a non-2xx answer, no webhook).
+DELIVERY_ERRORS = (OSError, urllib.error.URLError, RuntimeError)
 
 
 def _job_id(prefix: str, row_id: int) -> str:
@@ -73,7 +75,8 @@ def _run_with_follow_ups(message: OutboxMessage) -> list[int]:
 
 @dataclass
 class FollowUps:
-    """Work a handler created that must be enqueued once its transaction commits."""
+    """Work a handler created: outbox messages (run in the same job and transaction) and notifications
+    (delivered once that transaction commits)."""
 
     outbox: list[int] = field(default_factory=list)
     notifications: list[int] = field(default_factory=list)
@@ -149,7 +152,7 @@ def deliver_notification(notification_id: int) -> str:
         if not squad.webhook_url:
             raise RuntimeError(f"squad {squad.code} has no webhook configured")
         _post(squad.webhook_url, squad.webhook_secret or "", notification)
-    except (OSError, urllib.error.URLError, RuntimeError) as exc:
+    except DELIVERY_ERRORS as exc:
         notification.last_error = str(exc)[:500]
         final = notification.attempts > len(DELIVERY_INTERVALS)
         if final:
@@ -180,7 +183,7 @@ def deliver_now(notification_id: int) -> None:
     run as their own jobs. Saves a queue round trip per notification on the common path."""
     try:
         deliver_notification(notification_id)
-    except (OSError, urllib.error.URLError, RuntimeError):
+    except DELIVERY_ERRORS:
         enqueue_delivery(notification_id, attempts_made=1)
 
 

@@ -4,12 +4,7 @@ import re
 import pytest
 
 from tests.factories import PASSWORD
-from tests.workflow.helpers import build_world
-
-
-@pytest.fixture
-def world(app):
-    return build_world()
+from tests.workflow.conftest import receiver, world  # noqa: F401  the workflow tests' world and webhook receiver
 
 
 class Browser:

@@ -21,7 +21,7 @@ from gridapp.models import Incident
 from sync.client import HttpTransport, PhoneClient
 from tests.factories import ORIGIN_A, PASSWORD, token_for
 from tests.photos.images import jpeg
-from tests.workflow.helpers import WebhookReceiver, add_rule, photo_spec, point_squad_at
+from tests.workflow.helpers import add_rule, photo_spec
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -104,14 +104,6 @@ def server(app, world, tmp_path):
     server.start_web()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def receiver(world):
-    receiver = WebhookReceiver()
-    point_squad_at(world["squad_a"], receiver)
-    yield receiver
-    receiver.close()
 
 
 @contextmanager
