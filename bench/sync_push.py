@@ -12,7 +12,8 @@ What is measured:
 - API: N phones (threads, one keep-alive connection each, PhoneClient + HttpTransport) each push an outbox of
   reports made offline beforehand, in batches of 100, all starting together; the server is gunicorn (gthread,
   2 workers × 4 threads, as scripts/run.sh). Every report is placed in its cell by the database, gets a case
-  number, a revision and a receipt, and its sync_seq at commit (one transaction per mutation, as the app does).
+  number, a revision and a receipt, and its sync_seq (as the app does: sync/bulk.py, a transaction per run of
+  plain creates).
   Rate = incidents applied / wall time from the start signal to the last response.
 - COPY: the very rows the API wrote (new ids and case numbers), COPYed by one connection in one transaction
   into the same incidents table (its sync_seq trigger fires at commit as for the app); and a second variant
@@ -423,19 +424,21 @@ SQL_KINDS = [
     (r"^\s*SELECT .*FROM api_tokens", "auth: token + user + area"),
     (r"FROM devices", "device lookup"),
     (r"^\s*UPDATE devices", "UPDATE device (clock offset)"),
+    (r"FROM sync_receipts\s+WHERE sync_receipts\.mutation_id IN", "receipts + device_seq of a run (one lookup)"),
     (r"FROM sync_receipts\s+WHERE sync_receipts\.mutation_id = ", "receipt lookup by mutation_id"),
     (r"FROM sync_receipts\s+WHERE sync_receipts\.device_id", "receipt lookup by (device, seq)"),
+    (r"FROM incidents\s+WHERE incidents\.id IN", "incidents exist? (one lookup for a run)"),
     (r"FROM incidents\s+WHERE incidents\.id = %\(pk_1\)s", "incident exists? (get by id)"),
     (r"grid_cells", "cell lookup (ST_Intersects)"),
     (r"FROM categories", "category lookup"),
-    (r"FROM admin_areas WHERE id", "county code of township"),
+    (r"FROM admin_areas", "county code of township"),
     (r"case_number_counters", "case-number counter UPSERT"),
-    (r"^\s*INSERT INTO incidents", "INSERT incident"),
-    (r"^\s*INSERT INTO incident_revisions", "INSERT revision"),
-    (r"^\s*INSERT INTO sync_receipts", "INSERT receipt"),
+    (r"UPDATE sync_counter", "sync_seq block (one UPDATE per run)"),
+    (r"^\s*INSERT INTO incidents", "INSERT incident(s)"),
+    (r"^\s*INSERT INTO incident_revisions", "INSERT revision(s)"),
+    (r"^\s*INSERT INTO sync_receipts", "INSERT receipt(s)"),
     (r"FROM worker_scopes", "scope lookup"),
-    (r"likely_duplicate_of", "UPDATE incident (likely_duplicate_of)"),
-    (r"FROM incidents o, incidents n", "duplicate search (ST_DWithin)"),
+    (r"WITH new AS", "duplicate search (ST_DWithin)"),
     (r"FROM incidents", "other incidents SELECT"),
     (r"", "other SQL"),
 ]
@@ -446,6 +449,7 @@ def push_split(app, username: str, cells: list[Cell], mutations: int, seed: int,
     (label, mean ms per mutation, round trips per mutation) rows."""
     import gridapp.api.sync as api_sync
     import gridapp.services.incidents as incidents
+    import sync.bulk as bulk
     import sync.push as push_module
     from gridapp.extensions import db
 
@@ -466,16 +470,16 @@ def push_split(app, username: str, cells: list[Cell], mutations: int, seed: int,
                 return "SQL " + label
 
     top = [
-        ("per-mutation transaction: apply + COMMIT", api_sync, "_apply_in_own_transaction"),
-        ("  apply_mutation (all, before COMMIT)", api_sync, "apply_mutation"),
-        ("    validation (marshmallow)", push_module, "_validate"),
-        ("    device_seq check (_seq_free)", push_module, "_seq_free"),
-        ("    create_incident (all)", incidents, "create_incident"),
-        ("    place: CRS + cell lookup (called twice per report)", incidents, "place"),
-        ("      category_for_code", incidents, "category_for_code"),
-        ("      next_case_number", incidents, "next_case_number"),
-        ("      field_values (revision body)", incidents, "field_values"),
-        ("    _write_receipt (add + flush)", push_module, "_write_receipt"),
+        ("push_batch (the whole batch, incl. COMMITs)", api_sync, "push_batch"),
+        ("  screen: validation (marshmallow), CRS, receipt/seq/exists/cell lookups", bulk, "screen"),
+        ("    cells_at (one cell lookup for the batch)", incidents, "cells_at"),
+        ("  apply_run: set-based creates + COMMIT", bulk, "apply_run"),
+        ("    _insert_run (before COMMIT)", bulk, "_insert_run"),
+        ("      likely_duplicates", incidents, "likely_duplicates"),
+        ("      case_numbers", incidents, "case_numbers"),
+        ("      new_incident_values", incidents, "new_incident_values"),
+        ("  one-by-one transactions: apply + COMMIT (anything unusual)", bulk, "apply_in_own_transaction"),
+        ("    apply_mutation", push_module, "apply_mutation"),
         ("_add_applied_seq (once per batch)", api_sync, "_add_applied_seq"),
     ]
     started = time.perf_counter()

@@ -36,6 +36,7 @@ class Defaults:
     SYNC_PULL_MAX_LIMIT = 1000
     SYNC_SCOPE_GRACE_DAYS = 30  # pending work from cells a worker lost is accepted this long
     SYNC_UNKNOWN_INCIDENT_DAYS = 7  # an update whose incident never arrives is retried this long
+    SYNC_BULK_PUSH = True  # plain creates of a batch set-based (sync/bulk.py); False: one by one (tests compare)
 
     # Dispatch (services/workflow.py, jobs/dispatch.py).
     WEBHOOK_TIMEOUT_SECONDS = 5

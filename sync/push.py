@@ -1,15 +1,18 @@
 """Push: apply one mutation exactly once, or quarantine it; never bounce it back to wedge the queue.
 
-The HTTP adapter runs each mutation in its own transaction and commits after apply_mutation returns;
-the receipt is written in the same transaction as the effect, so a replay finds it and answers
-`duplicate` with the original result.
+apply_in_own_transaction runs each mutation in its own transaction and commits after apply_mutation
+returns; the receipt is written in the same transaction as the effect, so a replay finds it and answers
+`duplicate` with the original result. Plain creates usually take the set-based path of sync/bulk.py,
+which falls back to this one for anything unusual.
 """
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from marshmallow import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from geo.errors import GeometryError
 from gridapp.errors import PhotoImmutable
@@ -32,6 +35,11 @@ from gridapp.services.scope import codes_within_grace, current_scope
 from sync import protocol as p
 from sync.schemas import MUTATION_SCHEMAS, IncidentDataSchema
 
+log = logging.getLogger(__name__)
+
+# PostgreSQL's serialization failure and deadlock: the same work may succeed when tried again.
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+ATTEMPTS = 3
 
 @dataclass
 class PushContext:
@@ -45,6 +53,11 @@ class PushContext:
     trusted: bool = False  # a dispatcher applying a reviewed item: the scope check is theirs
     quarantined_incidents: set = field(default_factory=set)  # incident ids quarantined earlier in the batch
     _grace_codes: frozenset | None = None
+
+    def __post_init__(self):
+        # Plain values: reading them from the ORM objects after each COMMIT would reload the rows.
+        self.user_id, self.device_id = self.user.id, self.device.id
+        self.area_id, self.area_code = self.user.area_id, self.user.area.code
 
     def scope_codes(self) -> frozenset[str]:
         return current_scope(self.user)[1]
@@ -69,6 +82,29 @@ class Retry(Exception):
     def __init__(self, code: str, retry_after_s: int):
         super().__init__(code)
         self.code, self.retry_after_s = code, retry_after_s
+
+
+def apply_in_own_transaction(raw, ctx: PushContext) -> dict:
+    """Apply one raw mutation in its own transaction and commit; a race or deadlock is tried again."""
+    for attempt in range(1, ATTEMPTS + 1):
+        quarantined = set(ctx.quarantined_incidents)  # a rolled-back attempt's quarantine did not happen
+        try:
+            result = apply_mutation(raw, ctx)
+            db.session.commit()
+            return result
+        except IntegrityError:
+            # Another request committed the same mutation (or id) first: the next attempt sees its receipt.
+            db.session.rollback()
+            ctx.quarantined_incidents = quarantined
+            log.info("push: integrity race on attempt %d, retrying", attempt)
+        except OperationalError as exc:
+            db.session.rollback()
+            ctx.quarantined_incidents = quarantined
+            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                raise
+            log.info("push: %s on attempt %d, retrying", exc.orig.sqlstate, attempt)
+    mutation_id = raw.get("mutation_id") if isinstance(raw, dict) else None
+    return {"mutation_id": mutation_id, "status": p.RETRY, "code": "server_busy", "retry_after_s": 5}
 
 
 def apply_mutation(raw, ctx: PushContext) -> dict:
@@ -140,13 +176,13 @@ def _seq_free(raw: dict, ctx: PushContext) -> bool:
     if not isinstance(seq, int):
         return True
     return db.session.scalar(select(SyncReceipt.mutation_id).where(
-        SyncReceipt.device_id == ctx.device.id, SyncReceipt.device_seq == seq)) is None
+        SyncReceipt.device_id == ctx.device_id, SyncReceipt.device_seq == seq)) is None
 
 
 def _write_receipt(mutation: dict, digest: str, ctx: PushContext, result: dict) -> None:
     db.session.add(SyncReceipt(
-        mutation_id=mutation["mutation_id"], device_id=ctx.device.id, device_seq=mutation["device_seq"],
-        user_id=ctx.user.id, request_sha256=digest, status=result["status"], result=result,
+        mutation_id=mutation["mutation_id"], device_id=ctx.device_id, device_seq=mutation["device_seq"],
+        user_id=ctx.user_id, request_sha256=digest, status=result["status"], result=result,
     ))
     db.session.flush()
 
@@ -159,10 +195,10 @@ def _quarantine(raw, digest: str, ctx: PushContext, mutation_id, code: str, deta
     if incident_id is not None:
         ctx.quarantined_incidents.add(incident_id)
     item = db.session.scalar(select(QuarantineItem).where(
-        QuarantineItem.payload_sha256 == digest, QuarantineItem.device_id == ctx.device.id))
+        QuarantineItem.payload_sha256 == digest, QuarantineItem.device_id == ctx.device_id))
     if item is None:
         item = QuarantineItem(
-            mutation_id=mutation_id, device_id=ctx.device.id, user_id=ctx.user.id,
+            mutation_id=mutation_id, device_id=ctx.device_id, user_id=ctx.user_id,
             township_id=_township_of(incident_id, ctx), incident_id=incident_id,
             payload=p.scrub(raw if isinstance(raw, dict) else {"raw": raw}), payload_sha256=digest, code=code, detail=detail,
         )
@@ -172,21 +208,21 @@ def _quarantine(raw, digest: str, ctx: PushContext, mutation_id, code: str, deta
               "detail": detail, "quarantine_id": item.id}
     if receipt:
         seq = raw.get("device_seq")
-        db.session.add(SyncReceipt(mutation_id=mutation_id, device_id=ctx.device.id, device_seq=seq,
-                                   user_id=ctx.user.id, request_sha256=digest, status=p.QUARANTINED, result=result))
+        db.session.add(SyncReceipt(mutation_id=mutation_id, device_id=ctx.device_id, device_seq=seq,
+                                   user_id=ctx.user_id, request_sha256=digest, status=p.QUARANTINED, result=result))
         db.session.flush()
     return result
 
 
 def _township_of(incident_id, ctx: PushContext) -> int:
     incident = db.session.get(Incident, incident_id) if incident_id else None
-    return incident.township_id if incident else ctx.user.area_id
+    return incident.township_id if incident else ctx.area_id
 
 
 # --- authorisation --------------------------------------------------------------------------------
 def _check_scope(incident: Incident, ctx: PushContext) -> None:
     """A worker may change an incident they reported, or one in their cells (now or within the grace period)."""
-    if ctx.trusted or incident.reporter_id == ctx.user.id:
+    if ctx.trusted or incident.reporter_id == ctx.user_id:
         return
     code = incidents.cell_code(incident)
     if code and (code in ctx.scope_codes() or code in ctx.grace_codes()):
@@ -218,13 +254,13 @@ def _create(mutation: dict, ctx: PushContext) -> dict:
         point, cell = incidents.place(data["location"])
     except GeometryError as exc:
         raise Quarantine(p.VALIDATION_FAILED, exc.message) from exc
-    if cell is not None and not ctx.trusted and not cell.code.startswith(ctx.user.area.code):
+    if cell is not None and not ctx.trusted and not cell.code.startswith(ctx.area_code):
         raise Quarantine(p.OUT_OF_SCOPE, "The point lies in another township's grid.")
     incident = incidents.create_incident(
         incident_id=mutation["incident_id"], reporter=ctx.user, device=ctx.device, category_code=data["category"],
         description=data["description"], location=data["location"], gps_accuracy_m=data["gps_accuracy_m"],
         created_at_device=mutation["created_at_device"], clock_suspect=ctx.clock_suspect,
-        mutation_id=mutation["mutation_id"], township_id=ctx.user.area_id, party=data.get("party"),
+        mutation_id=mutation["mutation_id"], township_id=ctx.area_id, party=data.get("party"), placed=(point, cell),
     )
     declared = _declare_photos(incident, mutation["photos"], ctx)
     warnings = []
@@ -250,7 +286,7 @@ def _declare_photos(incident: Incident, specs: list[dict], ctx: PushContext) -> 
     """Declare the mutation's photos; tell the phone which ones it still has to upload."""
     out = []
     for spec in specs:
-        photo = photos.declare_photo(incident, spec, user=ctx.user, device_id=ctx.device.id)
+        photo = photos.declare_photo(incident, spec, user=ctx.user, device_id=ctx.device_id)
         state = photos.photo_state(photo)
         out.append({"attachment_id": str(photo.id), "state": state,
                     "upload": "required" if state == "missing" else "not_needed"})

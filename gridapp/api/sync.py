@@ -1,11 +1,10 @@
-"""HTTP adapter for sync/: push (a transaction per mutation), pull, verify, config, review."""
-import logging
+"""HTTP adapter for sync/: push (sync.bulk: plain creates set-based, the rest a transaction per mutation), pull,
+verify, config, review."""
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gridapp.api.security import require
 from gridapp.errors import CursorInvalid, DeviceDraining, PayloadTooLarge, ProtocolUnsupported
@@ -15,8 +14,11 @@ from gridapp.services.access import scope_prefix
 from sync import protocol as p
 from sync import pull as pull_
 from sync import review
+from sync.bulk import push_batch
 from sync.devices import device_for_token
-from sync.push import PushContext, apply_mutation
+from sync.push import ATTEMPTS as ATTEMPTS  # shared with the other views that retry a deadlock
+from sync.push import RETRYABLE_SQLSTATES as RETRYABLE_SQLSTATES
+from sync.push import PushContext
 from sync.schemas import (
     ConflictResolveSchema,
     ConflictSchema,
@@ -30,12 +32,7 @@ from sync.schemas import (
     VerifySchema,
 )
 
-log = logging.getLogger(__name__)
 blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline sync for phones")
-
-# PostgreSQL's serialization failure and deadlock: the same work may succeed when tried again.
-RETRYABLE_SQLSTATES = {"40001", "40P01"}
-ATTEMPTS = 3
 
 
 @blp.route("/config")
@@ -83,7 +80,7 @@ def _clock(device) -> tuple[int | None, bool]:
 @blp.arguments(PushBatchSchema)
 @blp.response(200, PushResultSchema)
 def push(batch):
-    """Apply a batch of mutations, each in its own transaction, with a result per item (always 200)."""
+    """Apply a batch of mutations in order, with a result per item (always 200)."""
     if batch["protocol_version"] != p.PROTOCOL_VERSION:
         raise ProtocolUnsupported(supported=[p.PROTOCOL_VERSION])
     limit = current_app.config["SYNC_MAX_BATCH_MUTATIONS"]
@@ -96,31 +93,9 @@ def push(batch):
     ctx = PushContext(user=g.user, device=device, clock_suspect=suspect,
                       grace=timedelta(days=cfg["SYNC_SCOPE_GRACE_DAYS"]),
                       unknown_incident_window=timedelta(days=cfg["SYNC_UNKNOWN_INCIDENT_DAYS"]))
-    results = [_apply_in_own_transaction(raw, ctx) for raw in batch["mutations"]]
+    results = push_batch(batch["mutations"], ctx, set_based=cfg["SYNC_BULK_PUSH"])
     _add_applied_seq(results)
     return {"results": results, "server_time": utcnow(), "clock_offset_ms": offset, "clock_suspect": suspect}
-
-
-def _apply_in_own_transaction(raw, ctx: PushContext) -> dict:
-    for attempt in range(1, ATTEMPTS + 1):
-        quarantined = set(ctx.quarantined_incidents)  # a rolled-back attempt's quarantine did not happen
-        try:
-            result = apply_mutation(raw, ctx)
-            db.session.commit()
-            return result
-        except IntegrityError:
-            # Another request committed the same mutation (or id) first: the next attempt sees its receipt.
-            db.session.rollback()
-            ctx.quarantined_incidents = quarantined
-            log.info("push: integrity race on attempt %d, retrying", attempt)
-        except OperationalError as exc:
-            db.session.rollback()
-            ctx.quarantined_incidents = quarantined
-            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                raise
-            log.info("push: %s on attempt %d, retrying", exc.orig.sqlstate, attempt)
-    mutation_id = raw.get("mutation_id") if isinstance(raw, dict) else None
-    return {"mutation_id": mutation_id, "status": p.RETRY, "code": "server_busy", "retry_after_s": 5}
 
 
 def _add_applied_seq(results: list[dict]) -> None:

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 import geo.crs
 from gridapp.errors import Forbidden, IncidentNotFound
@@ -32,18 +32,38 @@ DEFAULT_STANDARD = "GB/T 47678.5-2026"
 
 def next_case_number(county_code: str, when: datetime) -> str:
     """Hand out the next 案卷号 for a county: 6-digit county + Shanghai date + 5-digit daily sequence."""
+    return case_numbers({county_code: 1}, when)[county_code][0]
+
+
+def case_numbers(counts: dict[str, int], when: datetime) -> dict[str, list[str]]:
+    """Hand out blocks of 案卷号, `counts[county]` for each county, in one statement.
+
+    Each (county, day) counter row stays locked until the transaction ends, so the numbers have no gaps;
+    rows are taken in code order, so two transactions wanting several counties cannot deadlock.
+    """
     day = when.astimezone(CASE_NUMBER_TZ).strftime("%Y%m%d")
-    last = db.session.execute(text("""
-        INSERT INTO case_number_counters (county_code, day, last) VALUES (:county, :day, 1)
-        ON CONFLICT (county_code, day) DO UPDATE SET last = case_number_counters.last + 1
-        RETURNING last"""), {"county": county_code, "day": day}).scalar_one()
-    return f"{county_code}{day}{last:05d}"
+    counties = sorted(counts)
+    rows = db.session.execute(text("""
+        INSERT INTO case_number_counters (county_code, day, last)
+        SELECT county, :day, n FROM unnest(CAST(:counties AS text[]), CAST(:counts AS int[])) AS t(county, n)
+        ORDER BY county
+        ON CONFLICT (county_code, day) DO UPDATE SET last = case_number_counters.last + EXCLUDED.last
+        RETURNING county_code, last"""), {"day": day, "counties": counties, "counts": [counts[c] for c in counties]})
+    return {county: [f"{county}{day}{seq:05d}" for seq in range(last - counts[county] + 1, last + 1)]
+            for county, last in rows}
 
 
 def category_for_code(code: str) -> Category | None:
     """Return the active event category of the default standard with this code, or None."""
     return db.session.scalar(select(Category).where(
         Category.standard == DEFAULT_STANDARD, Category.kind == "event", Category.code == code, Category.is_active))
+
+
+def category_ids(codes) -> dict[str, int]:
+    """Return the ids of the active event categories of the default standard with these codes."""
+    return dict(db.session.execute(select(Category.code, Category.id).where(
+        Category.standard == DEFAULT_STANDARD, Category.kind == "event", Category.code.in_(set(codes)),
+        Category.is_active)).all())
 
 
 def place(location: dict):
@@ -56,58 +76,149 @@ def place(location: dict):
     return Point(lon, lat), cell_at(lon, lat)
 
 
-def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | None, category_code: str,
-                    description: str, location: dict, gps_accuracy_m: float | None,
-                    created_at_device: datetime | None, clock_suspect: bool, mutation_id: uuid.UUID | None,
-                    township_id: int, party: dict | None = None) -> Incident:
-    """Create a reported incident placed by the database; a point outside every cell is kept and flagged.
+# The batch form of grids.cell_at (its prefix empty): a point on an edge or vertex shared by several
+# cells belongs to the one with the lowest code. tests/sync/test_bulk_push.py checks they agree.
+_LOCATE_MANY_SQL = text("""
+SELECT p.ord, c.id, c.code, c.township_id, t.code AS township_code
+FROM unnest(CAST(:lons AS float8[]), CAST(:lats AS float8[])) WITH ORDINALITY AS p(lon, lat, ord)
+CROSS JOIN LATERAL (
+    SELECT c.id, c.code, c.township_id FROM grid_cells c
+    WHERE c.valid_to IS NULL AND ST_Intersects(c.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))
+    ORDER BY c.code LIMIT 1) c
+JOIN admin_areas t ON t.id = c.township_id
+""")
+
+
+def cells_at(points: list[tuple[float, float]]) -> list:
+    """Return the current cell row (id, code, township_id, township_code) of each WGS84 point, or None."""
+    found = {}
+    if points:
+        found = {row.ord: row for row in db.session.execute(
+            _LOCATE_MANY_SQL, {"lons": [x for x, _ in points], "lats": [y for _, y in points]})}
+    return [found.get(i) for i in range(1, len(points) + 1)]
+
+
+def county_codes(township_ids) -> dict[int, str]:
+    """Return the 6-digit county code of each township."""
+    return dict(db.session.execute(select(AdminArea.id, func.left(AdminArea.code, 6))
+                                   .where(AdminArea.id.in_(set(township_ids)))).all())
+
+
+def new_incident_values(*, incident_id: uuid.UUID, case_number: str, reporter_id: int, device_id: uuid.UUID | None,
+                        category_code: str, category_id: int | None, description: str, location: dict,
+                        point: Point, cell, township_id: int, gps_accuracy_m: float | None,
+                        created_at_device: datetime | None, clock_suspect: bool, party: dict | None,
+                        likely_duplicate_of: uuid.UUID | None) -> dict:
+    """Return the column values of a newly reported incident (the ORM path and the set-based push share them).
 
     `township_id` is used only when the point is in no cell (the reporter's township).
     """
-    point, cell = place(location)
+    party = party or {}
+    return {
+        "id": incident_id, "case_number": case_number, "version": 1, "status": "reported",
+        "category_id": category_id, "category_code_raw": category_code, "description": description,
+        "location": from_shape(point, srid=geo.crs.STORAGE_SRID), "raw_location": location,
+        "gps_accuracy_m": gps_accuracy_m, "cell_id": cell.id if cell else None,
+        "township_id": cell.township_id if cell else township_id, "is_outside_grid": cell is None,
+        "reporter_id": reporter_id, "device_id": device_id, "created_at_device": created_at_device,
+        "clock_suspect": clock_suspect, "likely_duplicate_of": likely_duplicate_of,
+        **{f"party_{key}": party.get(key) for key in ("name", "phone", "id_number")},
+    }
+
+
+def created_revision_values(values: dict, mutation_id: uuid.UUID | None, actor_id: int) -> dict:
+    """Return the column values of a new incident's first revision (`values` from new_incident_values)."""
+    fields = {"description": values["description"], "category": values["category_code_raw"],
+              "location": values["raw_location"], "status": values["status"], "priority": None,
+              "assigned_squad": None}
+    return {"incident_id": values["id"], "version": 1, "mutation_id": mutation_id, "source": "device",
+            "actor_id": actor_id, "changes": {"created": {"to": fields}}}
+
+
+def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | None, category_code: str,
+                    description: str, location: dict, gps_accuracy_m: float | None,
+                    created_at_device: datetime | None, clock_suspect: bool, mutation_id: uuid.UUID | None,
+                    township_id: int, party: dict | None = None, placed=None) -> Incident:
+    """Create a reported incident placed by the database; a point outside every cell is kept and flagged.
+
+    `township_id` is used only when the point is in no cell (the reporter's township). `placed` is what
+    `place(location)` returned, when the caller has it already.
+    """
+    point, cell = placed or place(location)
     category = category_for_code(category_code)
-    now = utcnow()
-    township = cell.township_id if cell else township_id
-    county_code = db.session.execute(text("SELECT left(code, 6) FROM admin_areas WHERE id = :id"),
-                                     {"id": township}).scalar_one()
-    incident = Incident(
-        id=incident_id, case_number=next_case_number(county_code, now), version=1,
-        category_id=category.id if category else None, category_code_raw=category_code,
-        description=description, location=from_shape(point, srid=geo.crs.STORAGE_SRID), raw_location=location,
-        gps_accuracy_m=gps_accuracy_m, cell_id=cell.id if cell else None, township_id=township,
-        is_outside_grid=cell is None, status="reported", reporter_id=reporter.id,
-        device_id=device.id if device else None, created_at_device=created_at_device, clock_suspect=clock_suspect,
+    if cell is not None:
+        county_code = cell.township_code[:6]
+    else:
+        county_code = county_codes([township_id])[township_id]
+    values = new_incident_values(
+        incident_id=incident_id, case_number=next_case_number(county_code, utcnow()), reporter_id=reporter.id,
+        device_id=device.id if device else None, category_code=category_code,
+        category_id=category.id if category else None, description=description, location=location, point=point,
+        cell=cell, township_id=township_id, gps_accuracy_m=gps_accuracy_m, created_at_device=created_at_device,
+        clock_suspect=clock_suspect, party=party,
+        likely_duplicate_of=likely_duplicates([(incident_id, category_code, point.x, point.y)])[0],
     )
-    set_party(incident, party or {})
+    incident = Incident(**values)
     db.session.add(incident)
+    db.session.add(IncidentRevision(**created_revision_values(values, mutation_id, reporter.id)))
     db.session.flush()
-    incident.likely_duplicate_of = likely_duplicate(incident)
-    db.session.add(IncidentRevision(
-        incident_id=incident.id, version=1, mutation_id=mutation_id, source="device", actor_id=reporter.id,
-        changes={"created": {"to": field_values(incident)}},
-    ))
     return incident
 
 
-_DUPLICATE_SQL = text("""
-SELECT o.id FROM incidents o, incidents n
-WHERE n.id = :id AND o.id <> n.id AND o.category_code_raw = n.category_code_raw
-  AND o.status = ANY(:open) AND o.received_at >= n.received_at - make_interval(hours => :hours)
-  AND ST_DWithin(o.location, n.location, :degrees)  -- index prefilter, then the exact distance
-  AND ST_DWithin(o.location::geography, n.location::geography, :metres)
-ORDER BY ST_Distance(o.location::geography, n.location::geography), o.received_at
-LIMIT 1
-""")
+# An open case of the same category within the configured distance and time window, nearest first.
+# `n` is the report being checked (id, cat, geom, received_at, ord); for a batch of new reports, the
+# earlier reports of the batch (lower ord) count as well, as if each had been committed before the next.
+_DUPLICATE_SQL = """
+SELECT n.ord, (
+    SELECT d.id FROM (
+        SELECT o.id, ST_Distance(o.location::geography, n.geom::geography) AS distance, o.received_at, 0 AS ord
+        FROM incidents o
+        WHERE o.id <> n.id AND o.category_code_raw = n.cat AND o.status = ANY(:open)
+          AND o.received_at >= n.received_at - make_interval(hours => :hours)
+          AND ST_DWithin(o.location, n.geom, :degrees)  -- index prefilter, then the exact distance
+          AND ST_DWithin(o.location::geography, n.geom::geography, :metres)
+        UNION ALL
+        SELECT b.id, ST_Distance(b.geom::geography, n.geom::geography), b.received_at, b.ord
+        FROM new b
+        WHERE b.ord < n.ord AND b.cat = n.cat AND ST_DWithin(b.geom::geography, n.geom::geography, :metres)
+    ) d ORDER BY d.distance, d.received_at, d.ord LIMIT 1)
+FROM new n
+"""
+_DUPLICATE_OF_NEW_SQL = text("""
+WITH new AS (
+    SELECT t.id, t.cat, ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326) AS geom, now() AS received_at, t.ord
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:cats AS text[]), CAST(:lons AS float8[]), CAST(:lats AS float8[]))
+         WITH ORDINALITY AS t(id, cat, lon, lat, ord))
+""" + _DUPLICATE_SQL)
+_DUPLICATE_OF_STORED_SQL = text("""
+WITH new AS (SELECT id, category_code_raw AS cat, location AS geom, received_at, 1 AS ord
+             FROM incidents WHERE id = :id)
+""" + _DUPLICATE_SQL)
+
+
+def _duplicate_params() -> dict:
+    metres = current_app.config["DUPLICATE_DISTANCE_M"]
+    # The prefilter box: a degree of longitude is over 50 km below latitude 63° (all of China).
+    return {"open": list(OPEN_STATUSES), "hours": current_app.config["DUPLICATE_WINDOW_HOURS"],
+            "metres": metres, "degrees": metres / 50_000}
+
+
+def likely_duplicates(reports: list[tuple[uuid.UUID, str, float, float]]) -> list[uuid.UUID | None]:
+    """Find the likely duplicate of each new report (id, category code, WGS84 lon, lat), not stored yet.
+
+    An earlier report of the same list counts as if stored before the later one (it is, in push order).
+    """
+    if not reports:
+        return []
+    ids, cats, lons, lats = (list(column) for column in zip(*reports, strict=True))
+    found = dict(db.session.execute(_DUPLICATE_OF_NEW_SQL, {
+        "ids": ids, "cats": cats, "lons": lons, "lats": lats, **_duplicate_params()}).all())
+    return [found.get(i) for i in range(1, len(reports) + 1)]
 
 
 def likely_duplicate(incident: Incident) -> uuid.UUID | None:
     """Find an open case of the same category within the configured distance and time window."""
-    metres = current_app.config["DUPLICATE_DISTANCE_M"]
-    return db.session.execute(_DUPLICATE_SQL, {
-        "id": incident.id, "open": list(OPEN_STATUSES), "hours": current_app.config["DUPLICATE_WINDOW_HOURS"],
-        # The prefilter box: a degree of longitude is over 50 km below latitude 63° (all of China).
-        "metres": metres, "degrees": metres / 50_000,
-    }).scalar()
+    return db.session.execute(_DUPLICATE_OF_STORED_SQL, {"id": incident.id, **_duplicate_params()}).one()[1]
 
 
 def lock_incident(incident_id: uuid.UUID) -> Incident | None:

@@ -407,6 +407,13 @@ def twin_links(world, http_phone, live_server):
         close_transport(link)
 
 
+@pytest.fixture
+def one_by_one(app, monkeypatch):
+    """Creates through the one-by-one path (sync.push), whose hooks these tests drive; sync/bulk.py has its own."""
+    monkeypatch.setitem(app.config, "SYNC_BULK_PUSH", False)
+
+
+@pytest.mark.usefixtures("one_by_one")
 def test_twin_committing_between_receipt_lookup_and_seq_check_is_a_duplicate(app, twin_links, monkeypatch):
     """§6 case 3, worst interleaving: the twin commits after this copy's receipt lookup but before its
     device_seq check; the answer is `duplicate`, not `device_seq_reuse`, and nothing is quarantined."""
@@ -431,6 +438,7 @@ def test_twin_committing_between_receipt_lookup_and_seq_check_is_a_duplicate(app
     assert count(SyncReceipt) == 2
 
 
+@pytest.mark.usefixtures("one_by_one")
 def test_twin_losing_the_create_race_does_not_quarantine_its_later_mutations(app, twin_links, monkeypatch):
     """§6 case 3, worst interleaving: the copy that loses the race on `incident.create` (id collision, rolled
     back, retried as `duplicate`) must not treat the incident as quarantined for the rest of its batch."""
@@ -463,6 +471,7 @@ def test_twin_losing_the_create_race_does_not_quarantine_its_later_mutations(app
     assert count(IncidentNote) == 1 and count(Incident) == 1
 
 
+@pytest.mark.usefixtures("one_by_one")
 def test_server_failure_after_three_of_ten_commits(world, http_phone, monkeypatch):
     """§6 case 2: the server fails (500) after 3 of 10 mutations committed; the retry is 3 `duplicate` + 7 `applied`."""
     client = http_phone(world["worker"])

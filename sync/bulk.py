@@ -1,0 +1,197 @@
+"""Set-based push: a batch's plain creates in one transaction, with a few statements for the whole run.
+
+A batch is applied in order. Consecutive `incident.create` mutations that need nothing unusual form a run,
+applied in one transaction: one receipt/device_seq lookup, one exists check, one cell lookup, one category
+lookup, one case-number block per county, one duplicate search, multi-row INSERTs of receipts, incidents and
+revisions, one block of sync_seq numbers, one COMMIT. Everything else (replays, reused ids or device_seq,
+invalid or out-of-scope items, photos, updates, notes) goes through sync.push one mutation at a time, in its
+place in the batch, and so do the items of a run whose transaction fails (a concurrent copy of the same
+request committed first: one by one they answer `duplicate`). The results are those of the one-by-one path.
+"""
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from marshmallow import ValidationError
+from shapely.geometry import Point
+from sqlalchemy import insert, or_, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+import geo.crs
+from geo.errors import GeometryError
+from gridapp.extensions import db
+from gridapp.models import Incident, IncidentRevision, SyncReceipt, utcnow
+from gridapp.services import incidents
+from sync import protocol as p
+from sync.push import RETRYABLE_SQLSTATES, PushContext, apply_in_own_transaction
+from sync.schemas import MUTATION_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+CREATE = "incident.create"
+
+
+@dataclass
+class PlainCreate:
+    """A create found fit for the set-based path, with what the screening learnt about it."""
+
+    raw: dict
+    digest: str
+    mutation: dict
+    lon: float  # WGS84
+    lat: float
+    cell: object = None  # the row of incidents.cells_at, or None outside the grid
+    county: str = ""
+
+
+def push_batch(raws: list, ctx: PushContext, *, set_based: bool = True) -> list[dict]:
+    """Apply a batch's mutations in order and return a result per item; commits.
+
+    :param set_based: False applies every mutation one by one (the reference the tests compare with).
+    """
+    plan = screen(raws, ctx) if set_based else [None] * len(raws)
+    results, run = [], []
+    for raw, create in zip(raws, plan, strict=True):
+        if create is not None:
+            run.append(create)
+            continue
+        results += apply_run(run, ctx)
+        run = []
+        results.append(apply_in_own_transaction(raw, ctx))
+    results += apply_run(run, ctx)
+    return results
+
+
+def screen(raws: list, ctx: PushContext) -> list[PlainCreate | None]:
+    """Find the creates that the set-based path may apply (None for the others), with a few reads in all.
+
+    A create is left to the one-by-one path when an earlier item of the batch has its mutation_id,
+    device_seq or incident_id (that item's outcome decides this one's), when it is invalid, has photos,
+    was seen before (receipt, device_seq used, incident exists), or lies in another township's grid.
+    """
+    plan: list[PlainCreate | None] = [None] * len(raws)
+    seen = set()
+    for i, raw in enumerate(raws):
+        if not isinstance(raw, dict):
+            continue
+        seq = raw.get("device_seq")
+        keys = {("m", p.parse_uuid(raw.get("mutation_id"))), ("i", p.parse_uuid(raw.get("incident_id"))),
+                ("s", seq if isinstance(seq, int) else None)}
+        earlier = not seen.isdisjoint(keys - {("m", None), ("i", None), ("s", None)})
+        seen |= keys
+        if earlier or raw.get("type") != CREATE or raw.get("photos"):
+            continue
+        try:
+            mutation = MUTATION_SCHEMAS[CREATE].load(raw)
+            location = mutation["data"]["location"]
+            lon, lat = geo.crs.to_wgs84(location["lon"], location["lat"], location["crs"])
+        except (ValidationError, GeometryError):
+            continue
+        if mutation["incident_id"] not in ctx.quarantined_incidents:
+            plan[i] = PlainCreate(raw, p.body_hash(raw), mutation, lon, lat)
+    creates = [c for c in plan if c is not None]
+    if not creates:
+        return plan
+    seen_before = _seen_before(creates, ctx)
+    cells = incidents.cells_at([(c.lon, c.lat) for c in creates])
+    area_code = ctx.area_code
+    for c, cell in zip(creates, cells, strict=True):
+        c.cell = cell
+        c.county = cell.township_code[:6] if cell is not None else area_code[:6]
+    return [c if c is not None and c.mutation["mutation_id"] not in seen_before
+            and (c.cell is None or ctx.trusted or c.cell.code.startswith(area_code)) else None for c in plan]
+
+
+def _seen_before(creates: list[PlainCreate], ctx: PushContext) -> set[uuid.UUID]:
+    """Return the mutation_ids whose mutation, device_seq or incident the server already has."""
+    mutation_ids = [c.mutation["mutation_id"] for c in creates]
+    by_seq = {c.mutation["device_seq"]: c.mutation["mutation_id"] for c in creates}
+    by_incident = {c.mutation["incident_id"]: c.mutation["mutation_id"] for c in creates}
+    seen = set()
+    for mutation_id, device_id, seq in db.session.execute(
+            select(SyncReceipt.mutation_id, SyncReceipt.device_id, SyncReceipt.device_seq).where(or_(
+                SyncReceipt.mutation_id.in_(mutation_ids),
+                (SyncReceipt.device_id == ctx.device_id) & SyncReceipt.device_seq.in_(list(by_seq))))):
+        seen.add(mutation_id)
+        if device_id == ctx.device_id and seq in by_seq:
+            seen.add(by_seq[seq])
+    for incident_id in db.session.scalars(select(Incident.id).where(Incident.id.in_(list(by_incident)))):
+        seen.add(by_incident[incident_id])
+    return seen
+
+
+def apply_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
+    """Apply a run of plain creates in one transaction; if it fails, apply them one by one instead."""
+    if not run:
+        return []
+    try:
+        results = _insert_run(run, ctx)
+        db.session.commit()
+        return results
+    except IntegrityError:
+        # A concurrent request committed one of these first: one by one, each finds its receipt or collision.
+        db.session.rollback()
+        log.info("push: integrity race in a run of %d creates, applying them one by one", len(run))
+    except OperationalError as exc:
+        db.session.rollback()
+        if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+            raise
+        log.info("push: %s in a run of %d creates, applying them one by one", exc.orig.sqlstate, len(run))
+    return [apply_in_own_transaction(c.raw, ctx) for c in run]
+
+
+def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
+    """Write a run's incidents, revisions and receipts (flushes, never commits); return their results."""
+    user_id, device_id, township_id = ctx.user_id, ctx.device_id, ctx.area_id
+    categories = incidents.category_ids({c.mutation["data"]["category"] for c in run})
+    duplicates = incidents.likely_duplicates(
+        [(c.mutation["incident_id"], c.mutation["data"]["category"], c.lon, c.lat) for c in run])
+    # The counters stay locked until COMMIT: taken after the reads, as late as the INSERTs allow.
+    numbers = {county: iter(block) for county, block in
+               incidents.case_numbers(Counter(c.county for c in run), utcnow()).items()}
+    rows, revisions, receipts, results = [], [], [], []
+    for c, duplicate in zip(run, duplicates, strict=True):
+        mutation, data = c.mutation, c.mutation["data"]
+        category_id = categories.get(data["category"])
+        values = incidents.new_incident_values(
+            incident_id=mutation["incident_id"], case_number=next(numbers[c.county]), reporter_id=user_id,
+            device_id=device_id, category_code=data["category"], category_id=category_id,
+            description=data["description"], location=data["location"], point=Point(c.lon, c.lat),
+            cell=c.cell, township_id=township_id, gps_accuracy_m=data["gps_accuracy_m"],
+            created_at_device=mutation["created_at_device"], clock_suspect=ctx.clock_suspect, party=data.get("party"),
+            likely_duplicate_of=duplicate,
+        )
+        rows.append(values)
+        revisions.append(incidents.created_revision_values(values, mutation["mutation_id"], user_id))
+        warnings = [w for w, present in (("outside_grid", c.cell is None), ("unknown_category", category_id is None))
+                    if present]
+        result = {"mutation_id": str(mutation["mutation_id"]), "incident_id": str(mutation["incident_id"]),
+                  "status": p.APPLIED, "version": 1, "case_number": values["case_number"],
+                  "cell_code": c.cell.code if c.cell is not None else None, "warnings": warnings, "photos": []}
+        results.append(result)
+        receipts.append({"mutation_id": mutation["mutation_id"], "device_id": device_id,
+                         "device_seq": mutation["device_seq"], "user_id": user_id, "request_sha256": c.digest,
+                         "status": p.APPLIED, "result": result})
+    db.session.execute(insert(SyncReceipt.__table__), receipts)
+    # Before taking the sync counter, lock the rows our foreign keys point at in synced tables: a transaction
+    # that changed one holds it FOR UPDATE (its sync_seq changed) while it waits for the counter at COMMIT,
+    # so checking the key after taking the counter would deadlock. (The one-by-one path checks keys early.)
+    db.session.execute(_KEY_SHARE_SQL, {"incidents": [d for d in duplicates if d is not None],
+                                        "categories": list(set(categories.values()))})
+    # Stamp the incidents as the deferred trigger would at COMMIT, but with one counter UPDATE for the run
+    # (the trigger's per-row UPDATE of the counter is quadratic within a transaction). The counter row stays
+    # locked until COMMIT, so number order is still commit order, which pull relies on.
+    first = db.session.execute(_RESERVE_SQL, {"n": len(rows)}).scalar_one()
+    for offset, values in enumerate(rows):
+        values["sync_seq"] = first + offset
+    db.session.execute(insert(Incident.__table__), rows)
+    db.session.execute(insert(IncidentRevision.__table__), revisions)
+    return results
+
+
+_KEY_SHARE_SQL = text("""
+SELECT (SELECT count(*) FROM (SELECT FROM incidents WHERE id = ANY(CAST(:incidents AS uuid[])) FOR KEY SHARE) i),
+       (SELECT count(*) FROM (SELECT FROM categories WHERE id = ANY(CAST(:categories AS int[])) FOR KEY SHARE) c)
+""")
+_RESERVE_SQL = text("UPDATE sync_counter SET seq = seq + :n WHERE id = 1 RETURNING seq - :n + 1")
