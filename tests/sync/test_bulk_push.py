@@ -264,3 +264,28 @@ def client_context(world):
     device = db.session.scalar(select(Device))
     return PushContext(user=world["worker"], device=device, clock_suspect=False, grace=timedelta(days=1),
                        unknown_incident_window=timedelta(days=1))
+
+
+@pytest.mark.parametrize("bearing", [0, 45, 90, 135, 180, 270])
+def test_duplicate_prefilter_keeps_every_report_within_the_distance(app, world, tmp_path, bearing):
+    """The index prefilter box must not drop a report the exact (spheroid) distance keeps, in any direction."""
+    import math
+    client = phone(app, tmp_path, world["worker"])
+    first = client.report("06010", "first", *IN_CELL_1)
+    assert client.push() == {"applied": 1}
+    around = []
+    for metres in (44, 47, 49.5, 50.5, 53, 56):
+        east, north = math.sin(math.radians(bearing)) * metres, math.cos(math.radians(bearing)) * metres
+        around.append(client.report("06010", f"{metres} m", IN_CELL_1[0] + east * METRE, IN_CELL_1[1] + north * 0.9e-5))
+    assert client.push() == {"applied": len(around)}
+    # The reference: the nearest within 50 m (exact distance, no prefilter) among the first and earlier reports.
+    distance = text("SELECT ST_Distance(a.location::geography, b.location::geography) FROM incidents a, incidents b "
+                    "WHERE a.id = :a AND b.id = :b")
+    stored = {str(i.id): i.likely_duplicate_of for i in db.session.scalars(select(Incident))}
+    sides = set()
+    for k, report in enumerate(around):
+        candidates = [(db.session.scalar(distance, {"a": report, "b": other}), other) for other in [first, *around[:k]]]
+        sides.add(candidates[0][0] <= 50)
+        within = sorted(c for c in candidates if c[0] <= 50)
+        assert str(stored[report]) == within[0][1] if within else stored[report] is None, (report, candidates)
+    assert sides == {True, False}  # both sides of the threshold from the first
