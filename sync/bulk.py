@@ -142,20 +142,22 @@ def apply_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
 
 
 def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
-    """Write a run's incidents, revisions and receipts (flushes, never commits); return their results."""
+    """Write a run's incidents, revisions and receipts (flushes, never commits); return their results.
+
+    Locks come last, in the order the one-by-one path takes them (case-number counters, then the sync
+    counter at COMMIT), and everything that can be done before them is: the counters serialise creates in
+    a county, and all commits, only from the moment they are taken.
+    """
     user_id, device_id, township_id = ctx.user_id, ctx.device_id, ctx.area_id
     categories = incidents.category_ids({c.mutation["data"]["category"] for c in run})
     duplicates = incidents.likely_duplicates(
         [(c.mutation["incident_id"], c.mutation["data"]["category"], c.lon, c.lat) for c in run])
-    # The counters stay locked until COMMIT: taken after the reads, as late as the INSERTs allow.
-    numbers = {county: iter(block) for county, block in
-               incidents.case_numbers(Counter(c.county for c in run), utcnow()).items()}
     rows, revisions, receipts, results = [], [], [], []
     for c, duplicate in zip(run, duplicates, strict=True):
         mutation, data = c.mutation, c.mutation["data"]
         category_id = categories.get(data["category"])
         values = incidents.new_incident_values(
-            incident_id=mutation["incident_id"], case_number=next(numbers[c.county]), reporter_id=user_id,
+            incident_id=mutation["incident_id"], case_number=None, reporter_id=user_id,
             device_id=device_id, category_code=data["category"], category_id=category_id,
             description=data["description"], location=data["location"], point=Point(c.lon, c.lat),
             cell=c.cell, township_id=township_id, gps_accuracy_m=data["gps_accuracy_m"],
@@ -167,18 +169,22 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
         warnings = [w for w, present in (("outside_grid", c.cell is None), ("unknown_category", category_id is None))
                     if present]
         result = {"mutation_id": str(mutation["mutation_id"]), "incident_id": str(mutation["incident_id"]),
-                  "status": p.APPLIED, "version": 1, "case_number": values["case_number"],
+                  "status": p.APPLIED, "version": 1, "case_number": None,
                   "cell_code": c.cell.code if c.cell is not None else None, "warnings": warnings, "photos": []}
         results.append(result)
         receipts.append({"mutation_id": mutation["mutation_id"], "device_id": device_id,
                          "device_seq": mutation["device_seq"], "user_id": user_id, "request_sha256": c.digest,
                          "status": p.APPLIED, "result": result})
-    db.session.execute(insert(SyncReceipt.__table__), receipts)
-    # Before taking the sync counter, lock the rows our foreign keys point at in synced tables: a transaction
-    # that changed one holds it FOR UPDATE (its sync_seq changed) while it waits for the counter at COMMIT,
+    # Lock the rows our foreign keys point at in synced tables before taking any counter: a transaction that
+    # changed one holds it FOR UPDATE (its sync_seq changed) while it waits for the sync counter at COMMIT,
     # so checking the key after taking the counter would deadlock. (The one-by-one path checks keys early.)
     db.session.execute(_KEY_SHARE_SQL, {"incidents": [d for d in duplicates if d is not None],
                                         "categories": list(set(categories.values()))})
+    numbers = {county: iter(block) for county, block in
+               incidents.case_numbers(Counter(c.county for c in run), utcnow()).items()}
+    for c, values, result in zip(run, rows, results, strict=True):
+        values["case_number"] = result["case_number"] = next(numbers[c.county])
+    db.session.execute(insert(SyncReceipt.__table__), receipts)
     # Stamp the incidents as the deferred trigger would at COMMIT, but with one counter UPDATE for the run
     # (the trigger's per-row UPDATE of the counter is quadratic within a transaction). The counter row stays
     # locked until COMMIT, so number order is still commit order, which pull relies on.

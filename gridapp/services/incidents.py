@@ -104,7 +104,7 @@ def county_codes(township_ids) -> dict[int, str]:
                                    .where(AdminArea.id.in_(set(township_ids)))).all())
 
 
-def new_incident_values(*, incident_id: uuid.UUID, case_number: str, reporter_id: int, device_id: uuid.UUID | None,
+def new_incident_values(*, incident_id: uuid.UUID, case_number: str | None, reporter_id: int, device_id: uuid.UUID | None,
                         category_code: str, category_id: int | None, description: str, location: dict,
                         point: Point, cell, township_id: int, gps_accuracy_m: float | None,
                         created_at_device: datetime | None, clock_suspect: bool, party: dict | None,
