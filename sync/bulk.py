@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from marshmallow import ValidationError
 from shapely.geometry import Point
-from sqlalchemy import insert, or_, select, text
+from sqlalchemy import Row, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 import geo.crs
@@ -41,7 +41,7 @@ class PlainCreate:
     mutation: dict
     lon: float  # WGS84
     lat: float
-    cell: object = None  # the row of incidents.cells_at, or None outside the grid
+    cell: Row | None = None  # from incidents.cells_at; None outside the grid
     county: str = ""
 
 
@@ -76,9 +76,10 @@ def screen(raws: list, ctx: PushContext) -> list[PlainCreate | None]:
         if not isinstance(raw, dict):
             continue
         seq = raw.get("device_seq")
-        keys = {("m", p.parse_uuid(raw.get("mutation_id"))), ("i", p.parse_uuid(raw.get("incident_id"))),
-                ("s", seq if isinstance(seq, int) else None)}
-        earlier = not seen.isdisjoint(keys - {("m", None), ("i", None), ("s", None)})
+        keys = {key for key in (("mutation", p.parse_uuid(raw.get("mutation_id"))), ("seq", seq),
+                                ("incident", p.parse_uuid(raw.get("incident_id"))))
+                if isinstance(key[1], uuid.UUID | int)}
+        earlier = not seen.isdisjoint(keys)
         seen |= keys
         if earlier or raw.get("type") != CREATE or raw.get("photos"):
             continue
