@@ -212,8 +212,8 @@ def likely_duplicates(reports: list[tuple[uuid.UUID, str, float, float]]) -> lis
     if not reports:
         return []
     ids, cats, lons, lats = (list(column) for column in zip(*reports, strict=True))
-    # The planner's estimate for a batch passes jit_above_cost; compiling costs more than the query (×4 measured).
-    db.session.execute(text("SET LOCAL jit = off"))
+    if len(reports) > 1:  # the planner's estimate for a batch passes jit_above_cost; compiling costs ×4 the query
+        db.session.execute(text("SET LOCAL jit = off"))
     found = dict(db.session.execute(_DUPLICATE_OF_NEW_SQL, {
         "ids": ids, "cats": cats, "lons": lons, "lats": lats, **_duplicate_params()}).all())
     return [found.get(i) for i in range(1, len(reports) + 1)]
