@@ -1,16 +1,16 @@
-"""How a request's database transaction ends: COMMIT when it read and wrote nothing, else ROLLBACK.
+"""How a request's database transaction ends: COMMIT for a read request that changed nothing, else ROLLBACK.
 
 Flask-SQLAlchemy ends every request with `session.remove()`, which rolls back. psycopg forgets all its
 prepared statements at every ROLLBACK (psycopg `_rollback_gen` clears its prepared cache), so each request
-parsed and planned its queries again; a COMMIT keeps them. A GET or HEAD that raised nothing, has no
-pending ORM change and whose transaction wrote nothing (PostgreSQL gave it no transaction id) ends with
-COMMIT, which then has exactly the effect of a ROLLBACK. Anything else is left to the rollback as before:
-other methods, requests that raised, and a GET that wrote without committing.
+parsed and planned its queries again; a COMMIT keeps them. A GET or HEAD that raised nothing and leaves
+no pending ORM change ends with COMMIT. GET views do not write, except those that commit their writes
+themselves (GET /api/v1/sync/changes); bench/RESULTS.md ("Grid queries") records how that was checked.
+Everything else is left to the rollback as before: other methods, and requests that raised (the error
+handlers in errors.py roll back before answering, so a handled error commits nothing either).
 """
 import logging
 
 from flask import g, request
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from gridapp.extensions import db
@@ -18,8 +18,6 @@ from gridapp.extensions import db
 log = logging.getLogger(__name__)
 
 READ_METHODS = ("GET", "HEAD")
-# NULL until the transaction writes something (or takes a row lock).
-_WROTE_NOTHING = text("SELECT pg_current_xact_id_if_assigned() IS NULL")
 
 
 def init_app(app) -> None:
@@ -31,19 +29,17 @@ def init_app(app) -> None:
         g.read_request_succeeded = exc is None and request.method in READ_METHODS
 
     @app.teardown_appcontext
-    def commit_read_request(exc):
+    def end_read_request(exc):
         if exc is None and g.pop("read_request_succeeded", False):
             commit_if_unchanged()
 
 
 def commit_if_unchanged() -> bool:
-    """COMMIT the session's transaction if it changed nothing; return whether it did."""
+    """COMMIT the session's transaction unless it holds ORM changes not yet flushed; return whether it did."""
     session = db.session()  # the request's Session (scoped_session proxies only part of its API)
     if not session.in_transaction() or session.new or session.dirty or session.deleted:
         return False
     try:
-        if not session.connection().execute(_WROTE_NOTHING).scalar():
-            return False
         session.commit()
         return True
     except DBAPIError:  # a dead connection: the rollback at session.remove() discards it
