@@ -23,6 +23,8 @@ class RequestGlobals(_AppCtxGlobals):
         if principal is None or name not in ("user", "token"):
             return super().__getattr__(name)
         value = db.session.get(User, principal.user_id) if name == "user" else db.session.get(ApiToken, principal.token_id)
+        if value is None:  # deleted since authenticate(): as if the token were unknown
+            raise AuthRequired()
         setattr(self, name, value)
         return value
 

@@ -3,9 +3,11 @@ read per request) and the Server-Timing header."""
 import re
 
 import pytest
+from flask import g
 from sqlalchemy import event, select, text
 
 from gridapp import create_app
+from gridapp.api.security import require
 from gridapp.extensions import db
 from gridapp.models import User
 from tests.conftest import TEST_CONFIG
@@ -102,6 +104,20 @@ def test_each_request_acts_for_its_own_token(client, world):
     for user in (world["dispatcher_a"], world["supervisor"], world["dispatcher_a"]):
         me = client.get("/api/v1/me", headers=token_for(user)).get_json()
         assert me["username"] == user.username
+
+
+def test_a_user_gone_between_authentication_and_use_is_refused(fresh, world):
+    @fresh.get("/test/user-deleted-mid-request")
+    @require("area.read")
+    def user_deleted_mid_request():
+        users = User.__table__
+        db.session.execute(users.delete().where(users.c.id == g.principal.user_id))
+        return {"username": g.user.username}  # g.user loads here, and finds no row
+
+    response = fresh.test_client().get("/test/user-deleted-mid-request", headers=token_for(world["dispatcher_a"]))
+    assert response.status_code == 401 and response.get_json()["code"] == "auth.required"
+    db.session.expire_all()
+    assert db.session.get(User, world["dispatcher_a"].id) is not None  # the refused request was rolled back
 
 
 def test_a_disabled_user_is_refused_on_the_next_request(client, world):
