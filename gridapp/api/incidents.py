@@ -75,7 +75,7 @@ def act(body, incident_id, action):
     """Take a workflow action (register, dispatch, accept, return, submit_result, pass_check, …)."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.principal),
+            event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
                                      reason=body["reason"], params=body["params"], photos=body["photos"])
             outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
             db.session.commit()
@@ -85,7 +85,7 @@ def act(body, incident_id, action):
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
     enqueue_outbox(outbox)
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.principal))
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}
 
 
