@@ -40,6 +40,9 @@ def register_api(app, api: Api):
     from gridapp.api import early_warning, evaluation, exports, ogc
     for module in (exports, evaluation, early_warning, ogc):  # issue 7
         api.register_blueprint(module.blp)
+    from gridapp.api.security import RequestGlobals
+
+    app.app_ctx_globals_class = RequestGlobals  # g.user and g.token load on first use (security.py)
     app.before_request(check_json_body)
     app.after_request(gzip_response)
 

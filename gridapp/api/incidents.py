@@ -31,7 +31,7 @@ blp = Blueprint("incidents", __name__, url_prefix="/api/v1/incidents", descripti
 @blp.response(200, IncidentSchema(many=True))
 def list_incidents(args):
     """List incidents in the caller's area, newest first; `outside_grid=true` lists those no cell contains."""
-    return incidents.incidents_in_scope(scope_prefix(g.user), outside_grid=args.get("outside_grid"),
+    return incidents.incidents_in_scope(scope_prefix(g.principal), outside_grid=args.get("outside_grid"),
                                         status=args.get("status"), limit=args["limit"], before=args.get("before"))
 
 
@@ -41,7 +41,7 @@ def list_incidents(args):
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="incident.not_found")
 def get_incident(incident_id):
     """Return one incident with its notes and full revision history."""
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.principal))
     incident.history = incidents.revisions(incident)
     incident.allowed_actions = workflow.allowed_actions(incident, g.user)
     incident.photo_list = photos.incident_photos(incident)
@@ -53,7 +53,7 @@ def get_incident(incident_id):
 @blp.response(200, PhotoSchema(many=True))
 def list_photos(incident_id):
     """List the incident's photos (present, missing or refused) with the URLs of their renditions."""
-    return photos.incident_photos(incidents.incident_in_scope(incident_id, scope_prefix(g.user)))
+    return photos.incident_photos(incidents.incident_in_scope(incident_id, scope_prefix(g.principal)))
 
 
 @blp.route("/<uuid:incident_id>/events")
@@ -61,7 +61,7 @@ def list_photos(incident_id):
 @blp.response(200, EventSchema(many=True))
 def list_events(incident_id):
     """Return the case's full workflow history (留痕), oldest first."""
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.principal))
     return db.session.scalars(db.select(IncidentEvent).where(IncidentEvent.incident_id == incident.id)
                               .order_by(IncidentEvent.id)).all()
 
@@ -96,6 +96,6 @@ def act(body, incident_id, action):
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="incident.not_found")
 def record_party(body, incident_id):
     """Record the party or complainant (当事人: name, phone, ID number); answered masked."""
-    incident = incidents.record_party(incident_id, body, g.user, scope_prefix(g.user))
+    incident = incidents.record_party(incident_id, body, g.user, scope_prefix(g.principal))
     db.session.commit()
     return incident

@@ -202,7 +202,7 @@ def verify(body):
 @blp.response(200, QuarantineSchema(many=True))
 def list_quarantine(args):
     """List quarantined mutations (with their payloads) from the caller's area."""
-    return review.quarantine_in_scope(scope_prefix(g.user), state=args["state"] if args["state"] != "all" else None)
+    return review.quarantine_in_scope(scope_prefix(g.principal), state=args["state"] if args["state"] != "all" else None)
 
 
 @blp.route("/quarantine/<int:item_id>/resolve", methods=["POST"])
@@ -211,7 +211,7 @@ def list_quarantine(args):
 @blp.response(200)
 def resolve_quarantine(body, item_id):
     """Apply, edit and apply, or discard a quarantined mutation, with a reason (audited)."""
-    outcome = review.resolve_quarantine(item_id, scope_prefix(g.user), g.user, body["action"], body["reason"],
+    outcome = review.resolve_quarantine(item_id, scope_prefix(g.principal), g.user, body["action"], body["reason"],
                                         body["payload"])
     db.session.commit()
     return outcome
@@ -224,7 +224,7 @@ def resolve_quarantine(body, item_id):
 def list_conflicts(args):
     """List merge conflicts on incidents in the caller's area."""
     state = {"open": "needs_review", "all": None}.get(args["state"], args["state"])
-    return review.conflicts_in_scope(scope_prefix(g.user), state=state)
+    return review.conflicts_in_scope(scope_prefix(g.principal), state=state)
 
 
 @blp.route("/conflicts/<int:conflict_id>/resolve", methods=["POST"])
@@ -233,6 +233,6 @@ def list_conflicts(args):
 @blp.response(200)
 def resolve_conflict(body, conflict_id):
     """Accept the applied value or restore the other side's, with a reason (audited)."""
-    outcome = review.resolve_conflict(conflict_id, scope_prefix(g.user), g.user, body["action"], body["reason"])
+    outcome = review.resolve_conflict(conflict_id, scope_prefix(g.principal), g.user, body["action"], body["reason"])
     db.session.commit()
     return outcome
