@@ -14,11 +14,12 @@ from flask import current_app
 from redis.exceptions import RedisError
 from rq import Retry
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 
 from gridapp.extensions import db
 from gridapp.jobs import enqueue
 from gridapp.models import Incident, Notification, OutboxMessage, Squad, utcnow
-from gridapp.services import routing, workflow
+from gridapp.services import incidents, routing, workflow
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,10 @@ def _run_with_follow_ups(message: OutboxMessage) -> list[int]:
     pending, notifications = [message], []
     while pending:
         current = pending.pop(0)
-        current.attempts += 1
         follow_ups = HANDLERS[current.kind](current) or FollowUps()
+        current.attempts += 1  # after the handler, so both columns change in one UPDATE
         current.processed_at = utcnow()
-        pending.extend(db.session.get(OutboxMessage, i) for i in follow_ups.outbox)
+        pending.extend(follow_ups.outbox)
         notifications.extend(follow_ups.notifications)
     return notifications
 
@@ -78,35 +79,33 @@ class FollowUps:
     """Work a handler created: outbox messages (run in the same job and transaction) and notifications
     (delivered once that transaction commits)."""
 
-    outbox: list[int] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
     notifications: list[int] = field(default_factory=list)
 
 
-def _outbox_of(event) -> list[int]:
-    return list(db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)))
-
-
 def _route(message: OutboxMessage) -> "FollowUps | None":
-    incident = db.session.get(Incident, message.incident_id)
+    incident = incidents.lock_incident(message.incident_id)  # once, for the route and the dispatch
     if incident.status != "registered":
         return None
-    rule, why = routing.route(incident)
-    incident.routed_rule_id = rule.id if rule else None
-    incident.is_ownerless = rule is None
-    workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
-    if rule and rule.auto_dispatch:
-        event = workflow.perform(incident.id, "dispatch", None, prefix="", params={"squad_code": rule.squad.code,
-                                                                                  "rule_id": rule.id})
-        return FollowUps(outbox=_outbox_of(event))
-    return None
+    # No flush until the dispatch's own: the case's update and both events go to the database together.
+    with db.session.no_autoflush:
+        rule, why = routing.route(incident)
+        incident.routed_rule_id = rule.id if rule else None
+        incident.is_ownerless = rule is None
+        workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
+        if not (rule and rule.auto_dispatch):
+            return None
+        event = workflow.perform_locked(incident, "dispatch", None, params={"squad_code": rule.squad.code,
+                                                                           "rule_id": rule.id})
+    return FollowUps(outbox=event.outbox)
 
 
 def _notify(message: OutboxMessage) -> "FollowUps | None":
-    incident = db.session.get(Incident, message.incident_id)
+    incident = message.incident  # already loaded when the dispatch ran in this job
     if incident.assigned_squad_id is None:
         return None
-    notification = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
-    return FollowUps(notifications=[notification.id])
+    notification_id = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
+    return FollowUps(notifications=[notification_id])
 
 
 def _request_check(message: OutboxMessage) -> None:
@@ -119,10 +118,8 @@ def _request_check(message: OutboxMessage) -> None:
 HANDLERS = {"route": _route, "notify": _notify, "request_check": _request_check}
 
 
-def _notification(incident: Incident, kind: str, key: str) -> Notification:
-    existing = db.session.scalar(select(Notification).where(Notification.idempotency_key == key))
-    if existing:
-        return existing
+def _notification(incident: Incident, kind: str, key: str) -> int:
+    """Write a notification once per idempotency key; return its id (the existing one's on a second run)."""
     body = {
         "event": kind, "idempotency_key": key, "incident_id": str(incident.id), "case_number": incident.case_number,
         "category": incident.category_code_raw, "description": incident.description,
@@ -130,22 +127,23 @@ def _notification(incident: Incident, kind: str, key: str) -> Notification:
         "status": incident.status, "due_at": incident.due_at.isoformat() if incident.due_at else None,
         "squad": incident.squad.code if incident.squad else None,
     }
-    notification = Notification(idempotency_key=key, squad_id=incident.assigned_squad_id, incident_id=incident.id,
-                                kind=kind, body=body)
-    db.session.add(notification)
-    db.session.flush()
-    return notification
+    created = db.session.scalar(
+        insert(Notification).values(idempotency_key=key, squad_id=incident.assigned_squad_id, incident_id=incident.id,
+                                    kind=kind, body=body)
+        .on_conflict_do_nothing(index_elements=[Notification.idempotency_key]).returning(Notification.id))
+    return created or db.session.scalar(select(Notification.id).where(Notification.idempotency_key == key))
 
 
 def deliver_notification(notification_id: int) -> str:
     """POST a notification to its squad's webhook (HMAC-signed, with its idempotency key); retried with
     backoff by RQ; after the last attempt it becomes a dead letter a dispatcher can retry."""
-    notification = db.session.scalar(select(Notification).where(Notification.id == notification_id)
-                                     .with_for_update(skip_locked=True))
-    if notification is None or notification.state != "pending":
+    row = db.session.execute(select(Notification, Squad).join(Squad, Squad.id == Notification.squad_id)
+                             .where(Notification.id == notification_id)
+                             .with_for_update(of=Notification, skip_locked=True)).first()
+    if row is None or row.Notification.state != "pending":
         db.session.rollback()
         return "skipped"
-    squad = db.session.get(Squad, notification.squad_id)
+    notification, squad = row
     notification.attempts += 1
     notification.enqueued_at = utcnow()
     try:
@@ -255,8 +253,7 @@ def _escalate_batch() -> dict:
         incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办
         workflow.record_event(incident, "incident.overdue", {"due_at": incident.due_at.isoformat()})
         created.append(_notification(incident, "incident.overdue", f"overdue:{incident.id}:{incident.due_at.isoformat()}"))
-    ids = [n.id for n in created]
     db.session.commit()
-    for notification_id in ids:
+    for notification_id in created:
         enqueue_delivery(notification_id)
     return {"due_soon": len(due_soon), "overdue": len(overdue)}
