@@ -85,7 +85,7 @@ def act(body, incident_id, action):
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
     enqueue_outbox(outbox)
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = workflow.case_for_answer(incident_id)
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from gridapp.errors import (
     AfterPhotoRequired,
@@ -80,6 +81,15 @@ ACTIONS = {a.name: a for a in (
 def work_calendar() -> WorkCalendar:
     """The national calendar with this deployment's imported local days."""
     return WorkCalendar(dict(db.session.execute(select(CalendarDay.day, CalendarDay.is_workday)).all()))
+
+
+def case_for_answer(incident_id: uuid.UUID) -> Incident:
+    """Load a case with what its API answer names (category, cell code, reporter, squad, task user) in one
+    statement, without the cell's geometry; for after an action committed (its scope was checked)."""
+    return db.session.scalar(select(Incident).where(Incident.id == incident_id).options(
+        joinedload(Incident.category), joinedload(Incident.cell).load_only(GridCell.code),
+        joinedload(Incident.reporter).load_only(User.username), joinedload(Incident.squad),
+        joinedload(Incident.task_user).load_only(User.username)))
 
 
 def allowed_actions(incident: Incident, user: User) -> list[str]:
