@@ -15,10 +15,11 @@ from redis.exceptions import RedisError
 from rq import Retry
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import selectinload
 
 from gridapp.extensions import db
-from gridapp.jobs import enqueue
-from gridapp.models import Incident, Notification, OutboxMessage, Squad, utcnow
+from gridapp.jobs import enqueue, enqueue_many
+from gridapp.models import GridCell, Incident, Notification, OutboxMessage, Squad, utcnow
 from gridapp.services import incidents, routing, workflow
 
 log = logging.getLogger(__name__)
@@ -120,18 +121,33 @@ HANDLERS = {"route": _route, "notify": _notify, "request_check": _request_check}
 
 def _notification(incident: Incident, kind: str, key: str) -> int:
     """Write a notification once per idempotency key; return its id (the existing one's on a second run)."""
-    body = {
+    return _notifications([(incident, kind, key)])[0]
+
+
+def _notifications(items: list[tuple[Incident, str, str]]) -> list[int]:
+    """Write notifications (case, kind, idempotency key) in one statement, each key once; return their ids,
+    those written before included. The case's cell and squad should be loaded (their codes go in the body)."""
+    if not items:
+        return []
+    rows = [{"idempotency_key": key, "squad_id": incident.assigned_squad_id, "incident_id": incident.id, "kind": kind,
+             "body": _body(incident, kind, key)} for incident, kind, key in items]
+    ids = list(db.session.scalars(insert(Notification).values(rows)
+                                  .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
+                                  .returning(Notification.id)))
+    if len(ids) < len(rows):  # some were written by an earlier run
+        ids = list(db.session.scalars(select(Notification.id).where(
+            Notification.idempotency_key.in_([r["idempotency_key"] for r in rows])).order_by(Notification.id)))
+    return ids
+
+
+def _body(incident: Incident, kind: str, key: str) -> dict:
+    return {
         "event": kind, "idempotency_key": key, "incident_id": str(incident.id), "case_number": incident.case_number,
         "category": incident.category_code_raw, "description": incident.description,
         "location": incident.raw_location, "cell_code": incident.cell.code if incident.cell else None,
         "status": incident.status, "due_at": incident.due_at.isoformat() if incident.due_at else None,
         "squad": incident.squad.code if incident.squad else None,
     }
-    created = db.session.scalar(
-        insert(Notification).values(idempotency_key=key, squad_id=incident.assigned_squad_id, incident_id=incident.id,
-                                    kind=kind, body=body)
-        .on_conflict_do_nothing(index_elements=[Notification.idempotency_key]).returning(Notification.id))
-    return created or db.session.scalar(select(Notification.id).where(Notification.idempotency_key == key))
 
 
 def deliver_notification(notification_id: int) -> str:
@@ -197,6 +213,17 @@ def enqueue_delivery(notification_id: int, attempts_made: int = 0) -> None:
         log.warning("could not enqueue notification %s; the sweeper will", notification_id)
 
 
+def enqueue_deliveries(notification_ids: list[int]) -> None:
+    """Enqueue many first delivery attempts at once (with the full backoff); if Redis is down the sweeper does it."""
+    if not notification_ids:
+        return
+    try:
+        enqueue_many(deliver_notification, [(_job_id("notify", i), (i,)) for i in notification_ids],
+                     retry=Retry(max=len(DELIVERY_INTERVALS), interval=DELIVERY_INTERVALS))
+    except RedisError:
+        log.warning("could not enqueue %d notifications; the sweeper will", len(notification_ids))
+
+
 def sweep() -> dict:
     """Re-enqueue outbox messages and pending notifications that went quiet (never enqueued because Redis
     was down, or their job died with a killed worker). The jobs' row locks and state checks make a second
@@ -214,8 +241,7 @@ def sweep() -> dict:
     message_ids, notification_ids = [m.id for m in messages], [n.id for n in notifications]
     db.session.commit()
     enqueue_outbox(message_ids)
-    for notification_id in notification_ids:
-        enqueue_delivery(notification_id)
+    enqueue_deliveries(notification_ids)
     return {"outbox": len(message_ids), "notifications": len(notification_ids)}
 
 
@@ -236,24 +262,29 @@ def _escalate_batch() -> dict:
     now = utcnow()
     warn_before = timedelta(seconds=current_app.config["DUE_SOON_WARNING_SECONDS"])
     active = (Incident.status.in_(("dispatched", "handling")), Incident.due_at.is_not(None))
-    overdue = db.session.scalars(select(Incident).where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
+    # The cell's code and the squad come along (one statement each per batch) for the notifications' bodies.
+    names = (selectinload(Incident.cell).load_only(GridCell.code), selectinload(Incident.squad))
+    overdue = db.session.scalars(select(Incident).options(*names)
+                                 .where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
                                  .order_by(Incident.due_at).limit(ESCALATION_BATCH)
                                  .with_for_update(skip_locked=True, key_share=True)).all()
-    due_soon = db.session.scalars(select(Incident).where(*active, Incident.warned_at.is_(None),
-                                                         Incident.due_at > now, Incident.due_at <= now + warn_before)
+    due_soon = db.session.scalars(select(Incident).options(*names)
+                                  .where(*active, Incident.warned_at.is_(None),
+                                         Incident.due_at > now, Incident.due_at <= now + warn_before)
                                   .order_by(Incident.due_at).limit(ESCALATION_BATCH - len(overdue))
                                   .with_for_update(skip_locked=True, key_share=True)).all()
-    created = []
-    for incident in due_soon:
-        incident.warned_at = now
-        workflow.record_event(incident, "incident.due_soon", {"due_at": incident.due_at.isoformat()})
-        created.append(_notification(incident, "incident.due_soon", f"due_soon:{incident.id}:{incident.due_at.isoformat()}"))
-    for incident in overdue:
-        incident.overdue_at = now
-        incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办
-        workflow.record_event(incident, "incident.overdue", {"due_at": incident.due_at.isoformat()})
-        created.append(_notification(incident, "incident.overdue", f"overdue:{incident.id}:{incident.due_at.isoformat()}"))
+    notifications = []
+    with db.session.no_autoflush:  # the batch's updates and events go out together, not one flush per case
+        for incident in due_soon:
+            incident.warned_at = now
+            workflow.record_event(incident, "incident.due_soon", {"due_at": incident.due_at.isoformat()})
+            notifications.append((incident, "incident.due_soon", f"due_soon:{incident.id}:{incident.due_at.isoformat()}"))
+        for incident in overdue:
+            incident.overdue_at = now
+            incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办
+            workflow.record_event(incident, "incident.overdue", {"due_at": incident.due_at.isoformat()})
+            notifications.append((incident, "incident.overdue", f"overdue:{incident.id}:{incident.due_at.isoformat()}"))
+    created = _notifications(notifications)
     db.session.commit()
-    for notification_id in created:
-        enqueue_delivery(notification_id)
+    enqueue_deliveries(created)
     return {"due_soon": len(due_soon), "overdue": len(overdue)}
