@@ -2,7 +2,7 @@
 
 Run from the project root (database with PostGIS: `scripts/setup.sh gridapp_bench_dispatch`):
 
-    .venv/bin/python -m bench.dispatch_latency [--smoke] [--workers 2] [--rate 50] [--seconds 30]
+    .venv/bin/python -m bench.dispatch_latency [--smoke] [--workers 3] [--rate 50] [--seconds 30]
                                                [--ramp 50,100,150,200] [--ramp-seconds 20]
 
 The database is GRIDAPP_BENCH_DISPATCH_DB_URL (default gridapp_bench_dispatch on 127.0.0.1); its name must end in
@@ -14,18 +14,20 @@ incident), and a responsibility rule for category 06010 in the township with aut
 
 The path (all real processes on 127.0.0.1): a reference phone (sync.client.PhoneClient over HTTP, one keep-alive
 connection per sender thread) pushes one incident.create → gunicorn commits it and answers → the benchmark, acting
-as the dispatcher, POSTs /api/v1/incidents/{id}/actions/register → commit + outbox `route` → RQ worker routes and
-auto-dispatches (outbox `notify`) → RQ worker writes the notification → RQ worker POSTs the webhook.
+as the dispatcher, POSTs /api/v1/incidents/{id}/actions/register → commit + outbox `route` → one RQ job routes,
+auto-dispatches and writes the notification in one transaction, then makes the first webhook POST itself.
 
 What is measured (clock: time.monotonic() in this one process):
 - PRIMARY "push commit → webhook": from the moment the push response arrived (the incident's commit happened just
   before the response was written, so this is at most a loopback response transit late) to the webhook arrival.
   It includes the register API call, since registration is a dispatcher action in the workflow.
-- "register commit → webhook": from the register response's arrival: the background part alone (3 RQ jobs).
+- "register commit → webhook": from the register response's arrival: the background part alone (one RQ job).
 - Server-side split from the database (PostgreSQL now() = transaction start, same machine clock): register event →
-  dispatch event (route job) → notification row (notify job) → sent_at (delivery job).
+  the route job's transaction (queue wait) → sent_at (the job, its commit and the POST).
+- CPU per part of the system (bench process, gunicorn, RQ workers, PostgreSQL backends, the rest of the machine).
 Load: open loop. A pacer releases report i at t0 + i/rate into a queue; a bounded pool of sender threads takes
-them. Offered and achieved rates are printed; a phase whose senders fall behind says so.
+them. Offered and achieved rates are printed; a phase whose senders fall behind says so (start lag): then the
+API, not the pacer, sets the rate.
 Nothing is asserted: the targets are printed as MET or MISSED.
 """
 import argparse
@@ -375,7 +377,7 @@ def server_split(app, ids: list) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="5 reports at 5/s, 1 worker; a few seconds")
-    parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
+    parser.add_argument("--workers", type=int, default=3, help="RQ worker processes (scripts/run.sh starts 3)")
     parser.add_argument("--senders", type=int, default=32, help="sender threads (phones)")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=30.0)
