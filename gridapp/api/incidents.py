@@ -7,7 +7,7 @@ from gridapp.api.sync import ATTEMPTS, RETRYABLE_SQLSTATES
 from gridapp.errors import PROBLEM_MIME
 from gridapp.extensions import db
 from gridapp.jobs.dispatch import enqueue_outbox
-from gridapp.models import IncidentEvent, OutboxMessage
+from gridapp.models import IncidentEvent
 from gridapp.schemas.common import ProblemSchema
 from gridapp.schemas.incidents import (
     ActionResultSchema,
@@ -77,7 +77,7 @@ def act(body, incident_id, action):
         try:
             event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
                                      reason=body["reason"], params=body["params"], photos=body["photos"])
-            outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
+            outbox = [message.id for message in event.outbox]
             db.session.commit()
             break
         except OperationalError as exc:  # a deadlock or serialisation failure: the whole action again
@@ -85,7 +85,7 @@ def act(body, incident_id, action):
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
     enqueue_outbox(outbox)
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = workflow.case_for_answer(incident_id)
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}
 
 
