@@ -143,16 +143,18 @@ def page_params(conn, username: str, cursor: str | None) -> dict:
 
 
 def final_window(conn, params: dict) -> int:
-    """The sync_seq window's upper end at which sync.pull._incremental stops widening for this cursor."""
-    from sync.pull import _INCREMENTAL_SQL, INCREMENTAL_WINDOW_FACTOR
+    """The sync_seq window's upper end at which sync.pull._incremental stops widening for this cursor
+    (its own incidents_in_window, fed by psycopg)."""
+    from sync.pull import _INCREMENTAL_SQL, incidents_in_window
 
     hw = conn.execute("SELECT seq FROM sync_counter WHERE id = 1").fetchone()[0]
-    sql, window = with_pyformat(_INCREMENTAL_SQL.text), PAGE * INCREMENTAL_WINDOW_FACTOR
-    while True:
-        until = min(params["seq"] + window, hw)
-        if len(conn.execute(sql, {**params, "until": until}).fetchall()) > PAGE or until >= hw:
-            return until
-        window *= 8
+    sql, tried = with_pyformat(_INCREMENTAL_SQL.text), []
+
+    def fetch(until):
+        tried.append(until)
+        return conn.execute(sql, {**params, "until": until}).fetchall()
+    incidents_in_window(fetch, params["seq"], PAGE, hw)
+    return tried[-1]
 
 
 def raw_main(conn, sql: str):
@@ -168,7 +170,7 @@ def raw_main(conn, sql: str):
 
 def raw_page(conn):
     """All the statements sync.pull.changes runs for an incremental page, in one REPEATABLE READ transaction."""
-    from sync.pull import _EXITS_SQL, _INCREMENTAL_SQL, _NOTES_SQL
+    from sync.pull import _CATEGORIES_SQL, _EXITS_SQL, _INCREMENTAL_SQL, _NOTES_SQL
 
     statements = [
         ("SELECT seq FROM sync_counter WHERE id = 1", lambda q: {}),
@@ -177,7 +179,7 @@ def raw_page(conn):
         (with_pyformat(_INCREMENTAL_SQL.text), lambda q: q),
         (with_pyformat(_NOTES_SQL.text), lambda q: {**q, "until": q["hw"]}),
         (with_pyformat(_EXITS_SQL.text), lambda q: q),
-        ("SELECT * FROM categories WHERE sync_seq > %(seq)s ORDER BY sync_seq LIMIT %(limit)s", lambda q: q),
+        (with_pyformat(_CATEGORIES_SQL.text), lambda q: {**q, "until": q["hw"]}),
         ("UPDATE devices SET last_ack_seq = %(seq)s WHERE id = %(device)s AND last_ack_seq < %(seq)s", lambda q: q),
     ]
     cursor = conn.cursor()
