@@ -133,19 +133,20 @@ class Getter:
 
 def page_params(conn, username: str, cursor: str | None) -> dict:
     """The parameters sync.pull._incremental passes for this cursor."""
-    seq = 0 if cursor is None else p.decode_cursor(cursor, SECRET_KEY.encode())["s"]
+    state = {} if cursor is None else p.decode_cursor(cursor, SECRET_KEY.encode())
+    seq = state.get("s", 0)
     uid, epoch = conn.execute("SELECT id, scope_epoch FROM users WHERE username = %s", (username,)).fetchone()
     codes = conn.execute("SELECT cell_codes FROM worker_scopes WHERE user_id = %s AND epoch = %s",
                          (uid, epoch)).fetchone()[0]
     cell_ids = [r[0] for r in conn.execute("SELECT id FROM grid_cells WHERE code = ANY(%s) ORDER BY id", (codes,))]
     params = {"cell_ids": cell_ids, "seq": seq, "uid": uid, "limit": PAGE + 1, "codes": sorted(codes),
               "epoch": epoch}
-    return {**params, "until": final_window(conn, params)}
+    return {**params, "until": final_window(conn, params, state.get("w"))}
 
 
-def final_window(conn, params: dict) -> int:
+def final_window(conn, params: dict, hint: int | None) -> int:
     """The sync_seq window's upper end at which sync.pull._incremental stops widening for this cursor
-    (its own incidents_in_window, fed by psycopg)."""
+    (its own incidents_in_window, fed by psycopg, from the cursor's window hint)."""
     from sync.pull import _INCREMENTAL_SQL, incidents_in_window
 
     hw = conn.execute("SELECT seq FROM sync_counter WHERE id = 1").fetchone()[0]
@@ -154,7 +155,7 @@ def final_window(conn, params: dict) -> int:
     def fetch(until):
         tried.append(until)
         return conn.execute(sql, {**params, "until": until}).fetchall()
-    incidents_in_window(fetch, params["seq"], PAGE, hw)
+    incidents_in_window(fetch, params["seq"], PAGE, hw, hint)
     return tried[-1]
 
 

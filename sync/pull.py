@@ -203,8 +203,11 @@ def changes(state: dict, device: Device, user: User, limit: int) -> Page:
         page_changes, state["b"], more = _backfill(state["b"], user, limit)
         out.extend(page_changes)
         return Page(out, state, True, hw, rescope, {"epoch": epoch, "cells": sorted(codes)})
-    page_changes, last_seq, more = _incremental(state["s"], codes, user, limit, hw)
+    page_changes, last_seq, more = _incremental(state["s"], codes, user, limit, hw, state.get("w"))
     out.extend(page_changes)
+    # The next page's first window: the stretch of sync_seq this page covered, with a margin (one scan, not two,
+    # while the scope's share of changes holds steady); absent from older cursors.
+    state["w"] = max(limit, int((last_seq - state["s"]) * WINDOW_MARGIN)) if more else None
     state["s"] = last_seq if more else max(hw, state["s"])
     return Page(out, state, more, hw, rescope, {"epoch": epoch, "cells": sorted(codes)})
 
@@ -216,7 +219,7 @@ def _json(change: dict) -> str:
 def _cell_ids(codes) -> str:
     """The ids of every cell with one of these codes (any version), as a bigint[] literal: psycopg adapts a
     list element by element, which costs more than the statements' work for a scope of hundreds of cells."""
-    ids = db.session.execute(_CELL_IDS_SQL, {"codes": sorted(codes)}).scalars() if codes else ()
+    ids = db.session.execute(_CELL_IDS_SQL, {"codes": sorted(codes)}).scalars().all() if codes else ()
     return _array(ids)
 
 
@@ -224,14 +227,15 @@ def _array(values) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def incidents_in_window(fetch, seq: int, limit: int, hw: int) -> list:
+def incidents_in_window(fetch, seq: int, limit: int, hw: int, window: int | None = None) -> list:
     """Run the incremental statement over a sync_seq window (seq, until] that grows until it holds more
     than `limit` rows or reaches the high water: the rows are then exactly the first limit + 1 after the
     cursor, as without a window, while each per-cell scan stays short.
 
     :param fetch: runs _INCREMENTAL_SQL for an `until` and returns its rows (the bench passes its own).
+    :param window: the first window's width (the cursor's hint); by default INCREMENTAL_WINDOW_FACTOR pages.
     """
-    window = limit * INCREMENTAL_WINDOW_FACTOR
+    window = window or limit * INCREMENTAL_WINDOW_FACTOR
     while True:
         until = min(seq + window, hw)
         rows = fetch(until)
@@ -241,12 +245,12 @@ def incidents_in_window(fetch, seq: int, limit: int, hw: int) -> list:
         window = int(window * min(8.0, max(2.0, WINDOW_MARGIN * (limit + 1) / len(rows)))) if rows else window * 8
 
 
-def _incremental(seq: int, codes, user: User, limit: int, hw: int):
+def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int | None):
     cell_ids = _cell_ids(codes)
     incidents = incidents_in_window(
         lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
                                                             "uid": user.id, "limit": limit + 1}).all(),
-        seq, limit, hw)
+        seq, limit, hw, window)
     streams = [(seq_, incident_id) for incident_id, seq_ in incidents]  # the JSON comes once the page is cut
     params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": user.id, "limit": limit + 1}
     streams.extend(db.session.execute(_NOTES_SQL, params).all())

@@ -4,6 +4,7 @@ ORM, field by field and in the documented order, the way the server built them i
 Pull pages carry no photos and no party fields (those reach dispatch only), so there is nothing to mask here."""
 import gzip
 import json
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from gridapp.models import Category, GridCell, Incident, IncidentNote, User
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE
 from gridapp.services.users import assign_cells
+from sync.pull import incidents_in_window
 from tests.factories import make_user, make_world
 from tests.sync.phones import phone
 from tests.sync.test_scope_and_devices import RecordingTransport, dispatch_sets, location, point_in
@@ -179,3 +181,23 @@ def test_the_page_envelope_is_unchanged(app, world, tmp_path):
     assert datetime.fromisoformat(body["server_time"]).utcoffset().total_seconds() == 0
     for change in body["changes"]:
         assert_as_expected(change)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_first_window_gives_exactly_the_first_rows_after_the_cursor(seed):
+    """incidents_in_window, with or without a cursor's window hint (any width, from 1 to past the high water),
+    returns what an unwindowed scan would: the first limit + 1 rows after the cursor, in order."""
+    rng = random.Random(seed)
+    hw = rng.randint(50, 5000)
+    seqs = sorted(rng.sample(range(1, hw + 1), rng.randint(0, min(hw, 300))))  # a scope's share: dense or sparse
+    seq, limit = rng.randint(0, hw), rng.choice([1, 3, 10, 50])
+    windows = []
+
+    def fetch(until):
+        windows.append(until)
+        return [s for s in seqs if seq < s <= until][:limit + 1]
+    for hint in (None, 1, rng.randint(1, hw), hw * 10):
+        windows.clear()
+        rows = incidents_in_window(fetch, seq, limit, hw, hint)
+        assert rows == [s for s in seqs if s > seq][:limit + 1]
+        assert windows == sorted(windows) and windows[-1] <= hw
