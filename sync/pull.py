@@ -87,10 +87,10 @@ LIMIT :limit
 
 _EXITS_SQL = text("""
 SELECT e.incident_id, e.sync_seq FROM sync_scope_exits e JOIN incidents i ON i.id = e.incident_id
-WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(:codes)
-  AND (e.new_cell_code IS NULL OR NOT e.new_cell_code = ANY(:codes)) AND i.reporter_id <> :uid
+WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(CAST(:codes AS text[]))
+  AND (e.new_cell_code IS NULL OR NOT e.new_cell_code = ANY(CAST(:codes AS text[]))) AND i.reporter_id <> :uid
 ORDER BY e.sync_seq LIMIT :limit
-""").bindparams(bindparam("codes", type_=ARRAY(String)))
+""")
 
 # The catalogue, with each category's conditions in order (first pages only: categories rarely change).
 _CATEGORIES_SQL = text("""
@@ -125,8 +125,7 @@ FROM incident_notes n JOIN users u ON u.id = n.author_id
 WHERE n.incident_id = ANY(:ids) AND n.sync_seq <= :until ORDER BY n.sync_seq
 """)
 
-_CELL_IDS_SQL = text("SELECT id FROM grid_cells WHERE code = ANY(:codes)").bindparams(
-    bindparam("codes", type_=ARRAY(String)))
+_CELL_IDS_SQL = text("SELECT id FROM grid_cells WHERE code = ANY(CAST(:codes AS text[]))")
 
 # Incidents in cells the worker lost, or that left those cells after the cursor, that they do not otherwise see.
 _LOST_SQL = text("""
@@ -216,15 +215,15 @@ def _json(change: dict) -> str:
     return json.dumps(change, ensure_ascii=False, separators=(",", ":"))
 
 
-def _cell_ids(codes) -> str:
-    """The ids of every cell with one of these codes (any version), as a bigint[] literal: psycopg adapts a
-    list element by element, which costs more than the statements' work for a scope of hundreds of cells."""
-    ids = db.session.execute(_CELL_IDS_SQL, {"codes": sorted(codes)}).scalars().all() if codes else ()
-    return _array(ids)
+def _cell_ids(codes: str) -> str:
+    """The ids of every cell with one of these codes (any version), as an array literal like the codes."""
+    return _array(db.session.execute(_CELL_IDS_SQL, {"codes": codes}).scalars().all())
 
 
 def _array(values) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
+    """A PostgreSQL array literal: psycopg adapts a list element by element (with a regex per string), which
+    costs more than the statements' own work for a scope of hundreds of cells."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def incidents_in_window(fetch, seq: int, limit: int, hw: int, window: int | None = None) -> list:
@@ -246,6 +245,7 @@ def incidents_in_window(fetch, seq: int, limit: int, hw: int, window: int | None
 
 
 def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int | None):
+    codes = _array(sorted(codes))
     cell_ids = _cell_ids(codes)
     incidents = incidents_in_window(
         lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
@@ -254,8 +254,7 @@ def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int |
     streams = [(seq_, incident_id) for incident_id, seq_ in incidents]  # the JSON comes once the page is cut
     params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": user.id, "limit": limit + 1}
     streams.extend(db.session.execute(_NOTES_SQL, params).all())
-    for row in db.session.execute(_EXITS_SQL, {"codes": sorted(codes), "seq": seq, "uid": user.id,
-                                               "limit": limit + 1}):
+    for row in db.session.execute(_EXITS_SQL, {"codes": codes, "seq": seq, "uid": user.id, "limit": limit + 1}):
         streams.append((row.sync_seq, _json({"entity": "incident", "op": "evict", "id": str(row.incident_id),
                                              "seq": row.sync_seq, "reason": "moved_out_of_scope"})))
     streams.extend(db.session.execute(_CATEGORIES_SQL, {"seq": seq, "until": hw, "limit": limit + 1}).all())
@@ -270,7 +269,7 @@ def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int |
 
 
 def _backfill(backfill: dict, user: User, limit: int):
-    rows = db.session.execute(_BACKFILL_SQL, {"cell_ids": _cell_ids(backfill["cells"]), "until": backfill["until"],
+    rows = db.session.execute(_BACKFILL_SQL, {"cell_ids": _cell_ids(_array(backfill["cells"])), "until": backfill["until"],
                                               "after": backfill["after"], "limit": limit + 1}).all()
     more = len(rows) > limit
     rows = rows[:limit]
