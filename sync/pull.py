@@ -28,7 +28,8 @@ def _iso(column: str) -> str:
 
 # One incident as phones see it: an upsert, or a tombstone once voided. The location is the fix as sent
 # (raw) plus its WGS84 conversion. task_user: a verification (核实) or check (核查) task for this worker
-# when the status says so.
+# when the status says so. Cell and user names are looked up by primary key per row: for a page of rows the
+# planner would rather hash whole tables (10,000 cells: a third of the statement's time).
 _INCIDENT_CHANGE = f"""
 CASE WHEN i.voided_at IS NOT NULL THEN
     json_build_object('entity', 'incident', 'op', 'delete', 'id', i.id, 'seq', i.sync_seq, 'version', i.version)
@@ -44,8 +45,6 @@ ELSE json_build_object('entity', 'incident', 'op', 'upsert', 'id', i.id, 'seq', 
         'updated_at', {_iso('i.updated_at')}, 'due_at', {_iso('i.due_at')},
         'task_user', (SELECT username FROM users WHERE id = i.task_user_id)))
 END::text"""
-# Cell and user names are looked up by primary key per row: for a page of rows the planner would rather
-# hash whole tables (10,000 cells: a third of the statement's time).
 _INCIDENT_COLUMNS = f"i.id, i.sync_seq, {_INCIDENT_CHANGE} AS change"
 
 _NOTE_COLUMNS = f"""n.sync_seq, json_build_object('entity', 'note', 'op', 'upsert', 'id', n.id, 'seq', n.sync_seq,
