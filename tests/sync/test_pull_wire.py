@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
+from gridapp.api import GZIP_FAST_BYTES
 from gridapp.extensions import db
 from gridapp.models import Category, GridCell, Incident, IncidentNote, User
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
@@ -201,3 +202,22 @@ def test_any_first_window_gives_exactly_the_first_rows_after_the_cursor(seed):
         rows = incidents_in_window(fetch, seq, limit, hw, hint)
         assert rows == [s for s in seqs if s > seq][:limit + 1]
         assert windows == sorted(windows) and windows[-1] <= hw
+
+
+def test_a_large_page_is_gzipped_fast_and_a_small_one_as_before(app, world, tmp_path):
+    """Bodies over GZIP_FAST_BYTES (full pages) at level 1, smaller ones at level 5: the gzip header's XFL byte
+    says 4 (fastest) or 0; both inflate to the same JSON a phone would get without gzip."""
+    client = phone(app, tmp_path, world["worker"], name="worker")
+    for i in range(20):
+        client.report("06010", f"{i} " + "长描述" * 600, *point_in(0))
+    client.push()
+    headers = {"Authorization": f"Bearer {client._meta('access_token')}"}
+    for limit, level_flag in ((500, 4), (3, 0)):
+        plain = app.test_client().get(CHANGES, query_string={"limit": limit}, headers=headers)
+        zipped = app.test_client().get(CHANGES, query_string={"limit": limit},
+                                       headers={**headers, "Accept-Encoding": "gzip"})
+        assert "Content-Encoding" not in plain.headers and zipped.headers["Content-Encoding"] == "gzip"
+        assert (len(plain.data) > GZIP_FAST_BYTES) == (limit == 500)
+        assert zipped.data[8] == level_flag
+        unzipped, expected = json.loads(gzip.decompress(zipped.data)), plain.get_json()
+        assert unzipped["changes"] == expected["changes"] and unzipped["next_cursor"] == expected["next_cursor"]
