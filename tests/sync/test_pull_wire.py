@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from gridapp.api import GZIP_FAST_BYTES
 from gridapp.extensions import db
-from gridapp.models import Category, GridCell, Incident, IncidentNote, User
+from gridapp.models import Category, GridCell, Incident, IncidentNote, ScopeExit, User
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE
 from gridapp.services.users import assign_cells
@@ -133,7 +133,8 @@ def test_every_kind_of_change_reads_as_the_phone_expects(app, world, tmp_path):
         ("category", "upsert"), ("category", "delete")}
     for change in changes:
         if change["op"] == "evict":  # `moved` left the worker's cells after the cursor (from a sync_scope_exits row)
-            assert change == {"entity": "incident", "op": "evict", "id": moved, "seq": change["seq"],
+            exit_seq = db.session.scalar(select(ScopeExit.sync_seq).where(ScopeExit.incident_id == uuid.UUID(moved)))
+            assert change == {"entity": "incident", "op": "evict", "id": moved, "seq": exit_seq,
                               "reason": "moved_out_of_scope"}
             assert list(change) == ["entity", "op", "id", "seq", "reason"]
         else:
