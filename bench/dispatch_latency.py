@@ -2,7 +2,7 @@
 
 Run from the project root (database with PostGIS: `scripts/setup.sh gridapp_bench_dispatch`):
 
-    .venv/bin/python -m bench.dispatch_latency [--smoke] [--workers 2] [--rate 50] [--seconds 30]
+    .venv/bin/python -m bench.dispatch_latency [--smoke] [--workers 3] [--rate 50] [--seconds 30]
                                                [--ramp 50,100,150,200] [--ramp-seconds 20]
 
 The database is GRIDAPP_BENCH_DISPATCH_DB_URL (default gridapp_bench_dispatch on 127.0.0.1); its name must end in
@@ -14,18 +14,20 @@ incident), and a responsibility rule for category 06010 in the township with aut
 
 The path (all real processes on 127.0.0.1): a reference phone (sync.client.PhoneClient over HTTP, one keep-alive
 connection per sender thread) pushes one incident.create → gunicorn commits it and answers → the benchmark, acting
-as the dispatcher, POSTs /api/v1/incidents/{id}/actions/register → commit + outbox `route` → RQ worker routes and
-auto-dispatches (outbox `notify`) → RQ worker writes the notification → RQ worker POSTs the webhook.
+as the dispatcher, POSTs /api/v1/incidents/{id}/actions/register → commit + outbox `route` → one RQ job routes,
+auto-dispatches and writes the notification in one transaction, then makes the first webhook POST itself.
 
 What is measured (clock: time.monotonic() in this one process):
 - PRIMARY "push commit → webhook": from the moment the push response arrived (the incident's commit happened just
   before the response was written, so this is at most a loopback response transit late) to the webhook arrival.
   It includes the register API call, since registration is a dispatcher action in the workflow.
-- "register commit → webhook": from the register response's arrival: the background part alone (3 RQ jobs).
+- "register commit → webhook": from the register response's arrival: the background part alone (one RQ job).
 - Server-side split from the database (PostgreSQL now() = transaction start, same machine clock): register event →
-  dispatch event (route job) → notification row (notify job) → sent_at (delivery job).
+  the route job's transaction (queue wait) → sent_at (the job, its commit and the POST).
+- CPU per part of the system (bench process, gunicorn, RQ workers, PostgreSQL backends, the rest of the machine).
 Load: open loop. A pacer releases report i at t0 + i/rate into a queue; a bounded pool of sender threads takes
-them. Offered and achieved rates are printed; a phase whose senders fall behind says so.
+them. Offered and achieved rates are printed; a phase whose senders fall behind says so (start lag): then the
+API, not the pacer, sets the rate.
 Nothing is asserted: the targets are printed as MET or MISSED.
 """
 import argparse
@@ -50,7 +52,7 @@ from bench.escalation_sweep import make_app
 from bench.grid_queries import PASSWORD as DISPATCHER_PASSWORD
 from bench.grid_queries import SECRET_KEY, contention, libpq_url, machine_line
 from bench.grid_queries import USERNAME as DISPATCHER
-from bench.sync_push import WORKER_PASSWORD, build_world, gunicorn, percentile, verdict
+from bench.sync_push import WORKER_PASSWORD, build_world, gunicorn_process, percentile, verdict
 from sync.client import HttpTransport, PhoneClient
 from sync.simulate import random_point
 
@@ -238,9 +240,70 @@ class Sender(threading.Thread):
             self.records.append(record)
 
 
-def run_phase(name: str, rate: float, seconds: float, senders, jobs, records, receiver, drain_s: float) -> dict:
+class CpuMeter:
+    """CPU seconds used by each part of the system between two snapshots (from /proc), so a run shows whether
+    the benchmark's own load (phones, senders, receiver) or other processes on the machine took the cores."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, db_url: str, gunicorn_pid: int, worker_pids: list[int]):
+        import psycopg
+        self.conn = psycopg.connect(libpq_url(db_url), autocommit=True)
+        self.gunicorn_pid, self.worker_pids = gunicorn_pid, worker_pids
+
+    @classmethod
+    def _cpu(cls, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / cls.TICK  # utime + stime
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(stat.parent.name))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    @classmethod
+    def _machine(cls) -> float:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return (sum(fields) - fields[3] - fields[4]) / cls.TICK  # all but idle and iowait
+
+    def snapshot(self) -> dict:
+        backends = [r[0] for r in self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        parts = {"bench process (phones, senders, receiver)": [os.getpid()],
+                 "gunicorn": [self.gunicorn_pid, *self._children(self.gunicorn_pid)],
+                 "RQ workers": [p for w in self.worker_pids for p in (w, *self._children(w))],
+                 "PostgreSQL backends of this database": backends}
+        return {"at": time.monotonic(), "machine": self._machine(),
+                "parts": {name: {pid: self._cpu(pid) for pid in pids} for name, pids in parts.items()}}
+
+    @staticmethod
+    def report(before: dict, after: dict) -> str:
+        wall = after["at"] - before["at"]
+        used = {name: sum(cpu - before["parts"][name].get(pid, 0.0) for pid, cpu in pids.items())
+                for name, pids in after["parts"].items()}
+        machine = after["machine"] - before["machine"]
+        shares = ", ".join(f"{name} {seconds / wall:.2f}" for name, seconds in used.items())
+        return (f"CPU used (cores, of 2): {shares}; whole machine {machine / wall:.2f} "
+                f"(the rest, {max(0.0, machine - sum(used.values())) / wall:.2f}: Redis, other processes)")
+
+    def close(self):
+        self.conn.close()
+
+
+def run_phase(name: str, rate: float, seconds: float, senders, jobs, records, receiver, drain_s: float,
+              cpu: CpuMeter) -> dict:
     """Offer `rate` reports/s for `seconds` (open loop), then wait up to drain_s for the webhooks."""
     count = max(1, round(rate * seconds))
+    cpu_before = cpu.snapshot()
     start_index = len(records)
     t0 = time.monotonic() + 0.2
     for i in range(count):
@@ -255,6 +318,7 @@ def run_phase(name: str, rate: float, seconds: float, senders, jobs, records, re
     mine = [r for r in records[start_index:] if r["phase"] == name]
     ok = [r for r in mine if "incident_id" in r]
     missing = receiver.wait_for([r["incident_id"] for r in ok], timeout=drain_s)
+    cpu_line = CpuMeter.report(cpu_before, cpu.snapshot())
     last_push = max((r["pushed"] for r in ok), default=t0)
     with receiver.lock:
         arrivals = dict(receiver.arrivals)
@@ -267,7 +331,7 @@ def run_phase(name: str, rate: float, seconds: float, senders, jobs, records, re
             "n_errors": sum(1 for r in mine if "error" in r),
             "achieved": len(ok) / max(1e-9, last_push - t0) if ok else 0.0,
             "push": push_lat, "register": reg_lat, "api": api, "lag": lag,
-            "ids": [r["incident_id"] for r in ok]}
+            "ids": [r["incident_id"] for r in ok], "cpu": cpu_line}
 
 
 def stats(values) -> str:
@@ -287,26 +351,25 @@ def print_phase(result: dict) -> None:
     print(f"   register commit → webhook  {stats(result['register'])}")
     print(f"   push+register API calls    {stats(result['api'])}")
     print(f"   sender start lag vs plan   {stats(result['lag'])}")
+    print(f"   {result['cpu']}")
 
 
 def server_split(app, ids: list) -> None:
-    """Median/p95 of each background step from the database (transaction-start timestamps)."""
+    """Median/p95 of the background part from the database (PostgreSQL now() = transaction start)."""
     from gridapp.extensions import db
     if not ids:
         return
     with app.app_context():
         rows = db.session.execute(text("""
-            SELECT extract(epoch FROM d.created_at - r.created_at), extract(epoch FROM n.created_at - d.created_at),
-                   extract(epoch FROM n.sent_at - n.created_at)
+            SELECT extract(epoch FROM d.created_at - r.created_at), extract(epoch FROM n.sent_at - n.created_at)
             FROM incident_events r
             JOIN incident_events d ON d.incident_id = r.incident_id AND d.action = 'incident.dispatch'
             JOIN notifications n ON n.incident_id = r.incident_id AND n.kind = 'incident.dispatched'
             WHERE r.action = 'incident.register' AND r.incident_id = ANY(CAST(:ids AS uuid[]))"""),
             {"ids": ids}).all()
         db.session.remove()
-    for label, column in (("register txn → route+dispatch txn (route job)", 0),
-                          ("dispatch txn → notification txn (notify job)", 1),
-                          ("notification txn → sent (delivery job incl. POST)", 2)):
+    for label, column in (("register txn → route job's txn (queue wait)", 0),
+                          ("route job's txn → sent (job incl. commit + POST)", 1)):
         values = [float(r[column]) for r in rows if r[column] is not None]
         print(f"   {label:<50} {stats(values)}")
 
@@ -314,7 +377,7 @@ def server_split(app, ids: list) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="5 reports at 5/s, 1 worker; a few seconds")
-    parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
+    parser.add_argument("--workers", type=int, default=3, help="RQ worker processes (scripts/run.sh starts 3)")
     parser.add_argument("--senders", type=int, default=32, help="sender threads (phones)")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -347,10 +410,12 @@ def main(argv=None) -> int:
     senders = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as workdir:
         try:
-            base_url = stack.enter_context(gunicorn(db_url, workers=args.gunicorn_workers,
-                                                    threads=args.gunicorn_threads,
-                                                    extra_env={"GRIDAPP_REDIS_URL": REDIS_URL}))
-            stack.enter_context(rq_workers(db_url, args.workers))
+            base_url, server = stack.enter_context(gunicorn_process(
+                db_url, workers=args.gunicorn_workers, threads=args.gunicorn_threads,
+                extra_env={"GRIDAPP_REDIS_URL": REDIS_URL}))
+            workers = stack.enter_context(rq_workers(db_url, args.workers))
+            cpu = CpuMeter(db_url, server.pid, [w.pid for w in workers])
+            stack.callback(cpu.close)
             for index in range(args.senders):
                 username, cells = world["workers"][index]
                 sender = Sender(index, base_url, username, cells, world["dispatcher_headers"], jobs, records,
@@ -363,15 +428,17 @@ def main(argv=None) -> int:
             if broken:
                 print("sender set-up errors:", broken[:3])
             # warm-up (first connections, imports, plan caches): not reported
-            run_phase("warm-up", min(args.rate, 10), 1.0 if args.smoke else 2.0, senders, jobs, records, receiver, 30)
+            run_phase("warm-up", min(args.rate, 10), 1.0 if args.smoke else 2.0, senders, jobs, records, receiver, 30,
+                      cpu)
             main_result = run_phase(f"sustained {args.rate:.0f}/s", args.rate, args.seconds, senders, jobs, records,
-                                    receiver, 60)
+                                    receiver, 60, cpu)
             print_phase(main_result)
             server_split(app, main_result["ids"])
             results.append(main_result)
             for rate in [float(r) for r in args.ramp.split(",") if r.strip()]:
                 time.sleep(2)
-                result = run_phase(f"ramp {rate:.0f}/s", rate, args.ramp_seconds, senders, jobs, records, receiver, 60)
+                result = run_phase(f"ramp {rate:.0f}/s", rate, args.ramp_seconds, senders, jobs, records, receiver, 60,
+                                   cpu)
                 print_phase(result)
                 server_split(app, result["ids"])
                 results.append(result)

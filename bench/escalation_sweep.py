@@ -149,7 +149,7 @@ def timed_sweep(app, timer: SqlTimer | None = None) -> tuple[float, dict, dict]:
     from gridapp.extensions import db
     from gridapp.jobs import dispatch
     parts = defaultdict(float)
-    original_commit, original_enqueue = db.session.commit, dispatch.enqueue_delivery
+    original_commit, original_enqueue = db.session.commit, dispatch.enqueue_deliveries
 
     def commit():
         started = time.perf_counter()
@@ -158,16 +158,16 @@ def timed_sweep(app, timer: SqlTimer | None = None) -> tuple[float, dict, dict]:
         finally:
             parts["COMMIT (flush of dirty incidents + deferred sync_seq stamps)"] += time.perf_counter() - started
 
-    def enqueue_delivery(notification_id):
+    def enqueue_deliveries(notification_ids):
         started = time.perf_counter()
         try:
-            return original_enqueue(notification_id)
+            return original_enqueue(notification_ids)
         finally:
-            parts["enqueue_delivery (one RQ enqueue each)"] += time.perf_counter() - started
+            parts["enqueue_deliveries (RQ enqueue_many)"] += time.perf_counter() - started
 
     with app.app_context():
         db.session.commit = commit
-        dispatch.enqueue_delivery = enqueue_delivery
+        dispatch.enqueue_deliveries = enqueue_deliveries
         if timer:
             timer.times.clear(), timer.counts.clear()
             timer.active = True
@@ -178,7 +178,7 @@ def timed_sweep(app, timer: SqlTimer | None = None) -> tuple[float, dict, dict]:
         finally:
             if timer:
                 timer.active = False
-            dispatch.enqueue_delivery = original_enqueue
+            dispatch.enqueue_deliveries = original_enqueue
             del db.session.commit  # back to scoped_session's own method
             db.session.remove()
     return total, result, parts

@@ -23,13 +23,17 @@ Variants, each warmed up, then timed request by request. The samples are split i
 round goes through every variant in turn, so load from elsewhere on the machine hits all of them alike:
 - app in-process: Flask test client, timed around `client.get(...)` and reading the body. That is all
   the server does (pool check-out and ping, token lookup, argument parsing, the query, serialisation,
-  the rollback at teardown) except the network and the WSGI server, plus the test client's own cost;
+  the COMMIT or ROLLBACK at teardown) except the network and the WSGI server, plus the test client's
+  own cost;
 - app over HTTP: gunicorn (gthread worker class so keep-alive works, 1 worker, 1 thread) and one
   keep-alive http.client connection;
+- app server-side, in-process and gunicorn: the same requests as the two variants above, timed by the
+  app itself (its `Server-Timing: app;dur=` header, gridapp/server_timing.py): from the WSGI call to the
+  app's return, teardown included; without the test client, the WSGI server and the network;
 - raw SQL via psql: the app's own SQL text (imported from gridapp.services.grids, so it cannot drift)
   with literal values, in ONE psql session with \\timing on. "prepared" is PREPARE once + EXECUTE per
-  input (what the app would get if its statements stayed prepared: psycopg prepares a statement on
-  its 5th use, but forgets all of them at every ROLLBACK, i.e. at the end of every request); "plain"
+  input (what the app gets: psycopg prepares a statement on its 5th use on a connection, and keeps
+  it because read requests end with COMMIT, gridapp/transactions.py); "plain"
   sends the literal statement, parsed and planned each time. psql's "Time:" is the client round
   trip per statement;
 - raw SQL via psycopg 3: one autocommit connection, the same text with parameters, prepare=True,
@@ -38,8 +42,9 @@ round goes through every variant in turn, so load from elsewhere on the machine 
 --smoke runs it all at a tiny scale (2,000 cells, 20 samples, 5 warm-up, 2 rounds) in about ten seconds.
 
 Printed: the machine and how loaded it is, p50/p95/p99/mean per variant, the ratios app/raw for p50
-and p95, whether the targets hold (locate p95 < 2 ms in-process; app ≤ 1.5 × raw SQL), and where an
-in-process locate request spends its time. Nothing is asserted: this is a measurement, not a test.
+and p95 (in-process and server-side), whether the targets hold (locate p95 < 2 ms server-side, the
+gunicorn Server-Timing being the headline; app ≤ 1.5 × raw SQL), and where an in-process locate request
+spends its time. Nothing is asserted: this is a measurement, not a test.
 """
 import argparse
 import hashlib
@@ -358,35 +363,55 @@ PARAMS = {"locate": locate_params, "bbox": page_params}
 
 APP = "app in-process (Flask test client)"
 HTTP = "app over HTTP (gunicorn gthread, keep-alive)"
+# The app's own time per request, from its Server-Timing header (gridapp/server_timing.py).
+APP_SERVER = "app server-side (Server-Timing), in-process"
+HTTP_SERVER = "app server-side (Server-Timing), gunicorn"
 PSQL_PREPARED = "raw SQL, psql PREPARE/EXECUTE"
 PSQL_PLAIN = "raw SQL, psql plain statement"
 PSYCOPG = "raw SQL, psycopg 3 prepare=True"
-VARIANTS = (APP, HTTP, PSQL_PREPARED, PSQL_PLAIN, PSYCOPG)
+VARIANTS = (APP, APP_SERVER, HTTP, HTTP_SERVER, PSQL_PREPARED, PSQL_PLAIN, PSYCOPG)
+RAW = (PSQL_PREPARED, PSQL_PLAIN, PSYCOPG)
+_SERVER_TIMING = re.compile(r"\bapp;dur=([\d.]+)")
+
+
+def server_ms(header: str | None) -> float:
+    """The app's time in a `Server-Timing: app;dur=<ms>` header."""
+    match = _SERVER_TIMING.search(header or "")
+    if match is None:
+        raise RuntimeError(f"no app;dur in the Server-Timing header {header!r} (is SERVER_TIMING off?)")
+    return float(match.group(1))
 
 
 def test_client_call(client, headers):
+    """GET a path in-process; return the app's Server-Timing milliseconds."""
     def call(path):
         response = client.get(path, headers=headers)
         response.get_data()
         if response.status_code != 200:
             raise RuntimeError(f"{path} answered {response.status_code}: {response.get_data(as_text=True)[:300]}")
+        return server_ms(response.headers.get("Server-Timing"))
     return call
 
 
 def http_call(conn: http.client.HTTPConnection, headers):
+    """GET a path over the keep-alive connection; return the app's Server-Timing milliseconds."""
     def call(path):
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         body = response.read()
         if response.status != 200:
             raise RuntimeError(f"{path} answered {response.status}: {body[:300]!r}")
+        return server_ms(response.getheader("Server-Timing"))
     return call
 
 
-def app_variant(label: str, call):
-    """A variant that requests the app's URL for each input (test client or HTTP)."""
+def app_variant(label: str, server_label: str, call):
+    """A variant that requests the app's URL for each input (test client or HTTP): the client's time
+    around each request under `label`, the app's own (Server-Timing) under `server_label`."""
     def run(query, items):
-        return {label: timed(call, [], [PATHS[query](item) for item in items])}
+        server = []
+        times = timed(lambda path: server.append(call(path)), [], [PATHS[query](item) for item in items])
+        return {label: times, server_label: server}
     return run
 
 
@@ -619,15 +644,16 @@ class Split:
 
 # Labels of the time split; CHILDREN run inside their parent (the pool check-out and its ping happen
 # at the request's first query, which is the token lookup).
-AUTH, PING, AUTH_SQL = "token → user (user_for_token)", "pool check-out pre-ping (an empty query)", \
+AUTH, PING, AUTH_SQL = "token → principal (principal_for_token)", "pool check-out pre-ping (an empty query)", \
     "SQL execute: BEGIN + token/user/area query"
 PARSE = "argument parsing (webargs + LocateArgs)"
 LOCATE, LOCATE_SQL = "grids.locate (service)", "SQL execute: locate query"
 DUMP, JSONIFY = "response: LocateResultSchema.dump", "response: jsonify"
+END, COMMIT = "end of a read request (transactions.commit_if_unchanged)", "COMMIT"
 ROLLBACK = "ROLLBACK at teardown (session.remove)"
 PYTHON = "Python (session, pool check-out, SQLAlchemy/ORM, service code)"
-TOP_LEVEL = [AUTH, PARSE, LOCATE, DUMP, JSONIFY, ROLLBACK]
-CHILDREN = {AUTH: [PING, AUTH_SQL], LOCATE: [LOCATE_SQL]}
+TOP_LEVEL = [AUTH, PARSE, LOCATE, DUMP, JSONIFY, END, ROLLBACK]
+CHILDREN = {AUTH: [PING, AUTH_SQL], LOCATE: [LOCATE_SQL], END: [COMMIT]}
 
 
 def locate_split(app, client, headers, points) -> list[tuple[str, float | None]]:
@@ -642,6 +668,7 @@ def locate_split(app, client, headers, points) -> list[tuple[str, float | None]]
     import gridapp.api.security
     import gridapp.schemas.grids
     import gridapp.services.grids
+    import gridapp.transactions
     from gridapp.extensions import db
 
     with app.app_context():
@@ -653,14 +680,15 @@ def locate_split(app, client, headers, points) -> list[tuple[str, float | None]]
         call(path)
 
     def sql_label(cursor, statement, *rest):
-        return LOCATE_SQL if "ST_Intersects" in statement else AUTH_SQL
+        return LOCATE_SQL if "grid_locate" in statement else AUTH_SQL
 
     probes = [
-        (gridapp.api.security, "user_for_token", AUTH), (dialect, "do_ping", PING),
+        (gridapp.api.security, "principal_for_token", AUTH), (dialect, "do_ping", PING),
         (dialect, "do_execute", sql_label), (ArgumentsMixin.ARGUMENTS_PARSER, "parse", PARSE),
         (gridapp.services.grids, "locate", LOCATE),
         (getattr(gridapp.schemas.grids, "LocateResultSchema", None), "dump", DUMP),
-        (flask_smorest.response, "jsonify", JSONIFY), (dialect, "do_rollback", ROLLBACK),
+        (flask_smorest.response, "jsonify", JSONIFY), (gridapp.transactions, "commit_if_unchanged", END),
+        (dialect, "do_commit", COMMIT), (dialect, "do_rollback", ROLLBACK),
     ]
     with Split() as split:
         for owner, attr, label in probes:
@@ -741,30 +769,37 @@ def print_table(results: dict[tuple[str, str], Stats]) -> None:
 
 
 def print_ratios(results) -> None:
-    print(f"\n{'ratio':<7} {'app in-process / raw':<44} {'p50':>8} {'p95':>8}")
+    for app_label in (APP, HTTP_SERVER):
+        print(f"\n{'ratio':<7} {app_label + ' / raw':<60} {'p50':>8} {'p95':>8}")
+        for query in QUERIES:
+            app = results[(query, app_label)]
+            for raw in RAW:
+                base = results[(query, raw)]
+                print(f"{query:<7} {'/ ' + raw:<60} {app.p50 / base.p50:>7.2f}× {app.p95 / base.p95:>7.2f}×")
+    print()
     for query in QUERIES:
-        app = results[(query, APP)]
-        for raw in (PSQL_PREPARED, PSQL_PLAIN, PSYCOPG):
-            base = results[(query, raw)]
-            print(f"{query:<7} {'/ ' + raw:<44} {app.p50 / base.p50:>7.2f}× {app.p95 / base.p95:>7.2f}×")
-        over = results[(query, HTTP)]
-        print(f"{query:<7} {'HTTP / in-process':<44} {over.p50 / app.p50:>7.2f}× {over.p95 / app.p95:>7.2f}×")
+        over, app = results[(query, HTTP)], results[(query, APP)]
+        print(f"{query:<7} {'HTTP / in-process':<60} {over.p50 / app.p50:>7.2f}× {over.p95 / app.p95:>7.2f}×")
 
 
 def print_targets(results) -> None:
     def verdict(ok):
         return "MET" if ok else "MISSED"
 
-    app = results[("locate", APP)]
     print("\ntargets (the issue: locate p95 under 2 ms server-side, within 1.5× of raw SQL):")
-    print(f"  locate p95 in-process {app.p95:.3f} ms < {TARGET_P95_MS} ms: {verdict(app.p95 < TARGET_P95_MS)}")
+    for label in (HTTP_SERVER, APP_SERVER, APP):
+        app = results[("locate", label)]
+        print(f"  locate p95 {label} {app.p95:.3f} ms < {TARGET_P95_MS} ms: {verdict(app.p95 < TARGET_P95_MS)}")
     for query in QUERIES:
-        app = results[(query, APP)]
-        for raw in (PSQL_PREPARED, PSYCOPG):
-            ratio = app.p95 / results[(query, raw)].p95
-            print(f"  {query} p95 app / {raw}: {ratio:.2f}× ≤ {TARGET_RATIO}×: {verdict(ratio <= TARGET_RATIO)}")
-    gap = results[("locate", APP)].p50 - results[("locate", PSYCOPG)].p50
-    print(f"  fixed app overhead per locate request (p50 app − p50 psycopg): {gap:.3f} ms")
+        for label in (HTTP_SERVER, APP):
+            app = results[(query, label)]
+            for raw in (PSQL_PREPARED, PSYCOPG):
+                ratio = app.p95 / results[(query, raw)].p95
+                print(f"  {query} p95 {label} / {raw}: {ratio:.2f}× ≤ {TARGET_RATIO}×: "
+                      f"{verdict(ratio <= TARGET_RATIO)}")
+    for label in (HTTP_SERVER, APP):
+        gap = results[("locate", label)].p50 - results[("locate", PSYCOPG)].p50
+        print(f"  fixed app overhead per locate request (p50 {label} − p50 psycopg): {gap:.3f} ms")
 
 
 def print_split(rows) -> None:
@@ -831,8 +866,8 @@ def main(argv=None) -> int:
             http_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             http_conn.connect()
             first_socket = http_conn.sock
-            variants = [app_variant(APP, test_client_call(client, headers)),
-                        app_variant(HTTP, http_call(http_conn, headers)),
+            variants = [app_variant(APP, APP_SERVER, test_client_call(client, headers)),
+                        app_variant(HTTP, HTTP_SERVER, http_call(http_conn, headers)),
                         psql_variant(psql, sqls), psycopg_variant(conn, sqls)]
             times = measure(variants, warm, inputs, args.rounds)
             # http.client silently reconnects when the server closes; make sure it never had to.

@@ -27,13 +27,14 @@ def create_app(config: Mapping | None = None) -> Flask:
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
-    from gridapp import cli, errors, storage
+    from gridapp import cli, errors, storage, transactions
     from gridapp.api import GridApi, register_api
     from gridapp.extensions import db, migrate, redis_store
     from gridapp.services.passwords import init_app as init_passwords
     from gridapp.services.photos import init_app as init_photos
 
     db.init_app(app)
+    transactions.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_store.init_app(app)
     init_passwords(app)
@@ -47,4 +48,8 @@ def create_app(config: Mapping | None = None) -> Flask:
     from gridapp.dashboard import init_app as init_dashboard
 
     init_dashboard(app)
+    if app.config["SERVER_TIMING"]:
+        from gridapp.server_timing import ServerTiming
+
+        app.wsgi_app = ServerTiming(app.wsgi_app)
     return app

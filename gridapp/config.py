@@ -14,6 +14,9 @@ class Defaults:
     ARGON2_TIME_COST = 3
     ARGON2_MEMORY_KIB = 65536
 
+    # Every response says how long the app took (`Server-Timing: app;dur=<ms>`, gridapp/server_timing.py).
+    SERVER_TIMING = True
+
     # Bearer tokens for API clients (POST /api/v1/auth/token).
     TOKEN_TTL_SECONDS = 12 * 3600
 

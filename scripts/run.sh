@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole system in the foreground: migrations, demo data, then web + RQ worker + scheduler.
-# Ctrl-C (or SIGTERM) stops all three. Expects scripts/setup.sh to have run (make run does that).
+# Run the whole system in the foreground: migrations, demo data, then web + RQ workers + scheduler.
+# Ctrl-C (or SIGTERM) stops them all. Expects scripts/setup.sh to have run (make run does that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FLASK_APP=wsgi.py
@@ -30,8 +30,12 @@ trap 'stop TERM' TERM EXIT
 # A short graceful timeout: a gthread worker otherwise waits up to 30 s on idle browser connections.
 .venv/bin/gunicorn --bind "127.0.0.1:$PORT" --worker-class gthread --workers 2 --threads 4 --graceful-timeout 10 \
   --access-logfile - wsgi:app & pids+=($!)
-$FLASK worker & pids+=($!)
+# Several in-process RQ workers: a route job spends most of its time waiting on PostgreSQL and the squad's
+# webhook, so one worker caps dispatch near 20 reports/s; three kept the queue short (bench/RESULTS.md "Dispatch").
+for _ in $(seq "${RQ_WORKERS:-3}"); do
+  $FLASK worker & pids+=($!)
+done
 $FLASK scheduler & pids+=($!)
 echo "[run] gridapp on http://127.0.0.1:$PORT (health: /healthz, API: /api/v1/openapi.json). Ctrl-C stops."
-# Exit (and stop the others) as soon as any of the three dies.
+# Exit (and stop the others) as soon as any of them dies.
 wait -n "${pids[@]}"

@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import select
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class HttpTransport:
         self.connection = None
 
     def __call__(self, method: str, path: str, headers: dict, body: bytes | None) -> Response:
+        if self.connection is not None and _dropped(self.connection):
+            self.connection.close()  # the server closed it while idle (its keep-alive timeout): start afresh
+            self.connection = None
         if self.connection is None:
             self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
@@ -78,6 +82,15 @@ class HttpTransport:
             raise
         return Response(raw.status, json.loads(data) if data else None,
                         {name.lower(): value for name, value in raw.getheaders()})
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Tell whether an idle keep-alive connection was closed by the server (readable at rest means EOF).
+
+    As urllib3 does: checked before reuse, so a stale connection is never written to. A request is
+    never sent twice by the transport: whether to repeat one is the protocol's decision.
+    """
+    return connection.sock is not None and bool(select.select([connection.sock], [], [], 0)[0])
 
 
 def file_sha256(path: str) -> tuple[str, int]:

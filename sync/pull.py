@@ -1,50 +1,80 @@
 """Pull: the changes in a phone's scope after its cursor, in commit order, compacted, with evictions,
-re-scoping (evict + backfill) and an integrity check. Runs in one REPEATABLE READ snapshot."""
+re-scoping (evict + backfill) and an integrity check. Runs in one REPEATABLE READ snapshot.
+
+Each change is built as JSON text by PostgreSQL and spliced into the page's body unparsed: per-row
+Python (dicts, timestamp formatting, jsonb parsing, JSON encoding) was most of a full page's time."""
+import json
 from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import selectinload
-from sqlalchemy.types import BigInteger, String
+from sqlalchemy.types import String
 
 from gridapp.extensions import db
-from gridapp.models import Category, Device, SyncCounter, User
+from gridapp.models import Device, SyncCounter, User
 from gridapp.services.scope import current_scope, scope_at
 from sync import protocol as p
 
-# One incident as phones see it. The location is the fix as sent (raw) plus its WGS84 conversion.
-_INCIDENT_COLUMNS = """
-    i.id, i.sync_seq, i.version, i.case_number, i.status, i.category_code_raw, i.description, i.raw_location,
-    ST_X(i.location) AS lon, ST_Y(i.location) AS lat, i.gps_accuracy_m, c.code AS cell_code,
-    i.is_outside_grid, i.priority, i.assigned_squad_id, u.username AS reporter, i.reporter_id,
-    i.created_at_device, i.received_at, i.updated_at, i.voided_at, i.due_at, tu.username AS task_user"""
-_INCIDENT_FROM = """
-FROM incidents i
-LEFT JOIN grid_cells c ON c.id = i.cell_id
-JOIN users u ON u.id = i.reporter_id
-LEFT JOIN users tu ON tu.id = i.task_user_id"""
+
+def _iso(column: str) -> str:
+    """SQL rendering a timestamptz as Python's isoformat() of it in UTC, the format phones have always had:
+    2026-11-22T07:49:18.186400+00:00, without the fraction when it is zero; NULL stays NULL."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (f"""to_char({utc}, CASE WHEN date_trunc('second', {utc}) = {utc} THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'"""
+            f""" ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)""")
+
+
+# One incident as phones see it: an upsert, or a tombstone once voided. The location is the fix as sent
+# (raw) plus its WGS84 conversion. task_user: a verification (核实) or check (核查) task for this worker
+# when the status says so. Cell and user names are looked up by primary key per row: for a page of rows the
+# planner would rather hash whole tables (10,000 cells: a third of the statement's time).
+_INCIDENT_CHANGE = f"""
+CASE WHEN i.voided_at IS NOT NULL THEN
+    json_build_object('entity', 'incident', 'op', 'delete', 'id', i.id, 'seq', i.sync_seq, 'version', i.version)
+ELSE json_build_object('entity', 'incident', 'op', 'upsert', 'id', i.id, 'seq', i.sync_seq, 'version', i.version,
+    'data', json_build_object(
+        'case_number', i.case_number, 'status', i.status, 'category', i.category_code_raw,
+        'description', i.description, 'location', i.raw_location,
+        'location_wgs84', json_build_array(ST_X(i.location), ST_Y(i.location)),
+        'gps_accuracy_m', i.gps_accuracy_m, 'cell_code', (SELECT code FROM grid_cells WHERE id = i.cell_id),
+        'is_outside_grid', i.is_outside_grid, 'priority', i.priority, 'assigned_squad', i.assigned_squad_id,
+        'reporter', (SELECT username FROM users WHERE id = i.reporter_id),
+        'created_at_device', {_iso('i.created_at_device')}, 'received_at', {_iso('i.received_at')},
+        'updated_at', {_iso('i.updated_at')}, 'due_at', {_iso('i.due_at')},
+        'task_user', (SELECT username FROM users WHERE id = i.task_user_id)))
+END::text"""
+_INCIDENT_COLUMNS = f"i.id, i.sync_seq, {_INCIDENT_CHANGE} AS change"
+
+_NOTE_COLUMNS = f"""n.sync_seq, json_build_object('entity', 'note', 'op', 'upsert', 'id', n.id, 'seq', n.sync_seq,
+    'data', json_build_object('incident_id', n.incident_id, 'text', n.text, 'author', u.username,
+                              'created_at_device', {_iso('n.created_at_device')},
+                              'created_at', {_iso('n.created_at')}))::text AS change"""
 
 # Incremental: per scoped cell (any version of its code) and for the reporter's own incidents, the
 # first :limit rows in the window (:seq, :until] by the (cell_id|reporter_id, sync_seq) indexes; then the
 # overall first :limit. The window keeps each per-cell scan short when a scope holds many busy cells
-# (without it the first page of a dense scope reads every scoped row after the cursor); see _incremental.
-_INCREMENTAL_SQL = text(f"""
-SELECT {_INCIDENT_COLUMNS}
-{_INCIDENT_FROM}
-WHERE i.id IN (
-    SELECT s.id FROM (
-        SELECT x.id, x.sync_seq FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
-        CROSS JOIN LATERAL (SELECT id, sync_seq FROM incidents WHERE cell_id = cid.id AND sync_seq > :seq
-                            AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) x
-        UNION
-        SELECT id, sync_seq FROM (SELECT id, sync_seq FROM incidents WHERE reporter_id = :uid AND sync_seq > :seq
-                                  AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) own
-        ORDER BY sync_seq LIMIT :limit) s)
-ORDER BY i.sync_seq
-""").bindparams(bindparam("cell_ids", type_=ARRAY(BigInteger)))
+# (without it the first page of a dense scope reads every scoped row after the cursor); see
+# incidents_in_window. Only ids here: the statement may run more than once per page, and the JSON is
+# built once, by _INCIDENT_CHANGES_SQL, for the rows that make the page.
+_INCREMENTAL_SQL = text("""
+SELECT x.id, x.sync_seq FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
+CROSS JOIN LATERAL (SELECT id, sync_seq FROM incidents WHERE cell_id = cid.id AND sync_seq > :seq
+                    AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) x
+UNION
+SELECT id, sync_seq FROM (SELECT id, sync_seq FROM incidents WHERE reporter_id = :uid AND sync_seq > :seq
+                          AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) own
+ORDER BY sync_seq LIMIT :limit
+""")
 
-_NOTES_SQL = text("""
-SELECT n.id, n.sync_seq, n.incident_id, n.text, u.username AS author, n.created_at_device, n.created_at
+_INCIDENT_CHANGES_SQL = text(f"""
+SELECT {_INCIDENT_COLUMNS} FROM incidents i
+WHERE i.id = ANY(CAST(:ids AS uuid[]))
+""")
+
+_NOTES_SQL = text(f"""
+SELECT {_NOTE_COLUMNS}
 FROM incident_notes n
 JOIN incidents i ON i.id = n.incident_id
 JOIN users u ON u.id = n.author_id
@@ -52,27 +82,49 @@ WHERE n.sync_seq > :seq AND n.sync_seq <= :until
   AND (i.cell_id = ANY(CAST(:cell_ids AS bigint[])) OR i.reporter_id = :uid)
 ORDER BY n.sync_seq
 LIMIT :limit
-""").bindparams(bindparam("cell_ids", type_=ARRAY(BigInteger)))
+""")
 
 _EXITS_SQL = text("""
 SELECT e.incident_id, e.sync_seq FROM sync_scope_exits e JOIN incidents i ON i.id = e.incident_id
-WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(:codes)
-  AND (e.new_cell_code IS NULL OR NOT e.new_cell_code = ANY(:codes)) AND i.reporter_id <> :uid
+WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(CAST(:codes AS text[]))
+  AND (e.new_cell_code IS NULL OR NOT e.new_cell_code = ANY(CAST(:codes AS text[]))) AND i.reporter_id <> :uid
 ORDER BY e.sync_seq LIMIT :limit
-""").bindparams(bindparam("codes", type_=ARRAY(String)))
+""")
+
+# The catalogue, with each category's conditions in order (first pages only: categories rarely change).
+_CATEGORIES_SQL = text("""
+SELECT k.sync_seq, json_build_object(
+    'entity', 'category', 'op', CASE WHEN k.is_active THEN 'upsert' ELSE 'delete' END, 'id', CAST(k.id AS text),
+    'seq', k.sync_seq,
+    'data', json_build_object(
+        'standard', k.standard, 'kind', k.kind, 'code', k.code, 'name', k.name, 'major_code', k.major_code,
+        'major_name', k.major_name,
+        'conditions', COALESCE((SELECT json_agg(json_build_object(
+                                    'register_condition', cc.register_condition, 'close_condition', cc.close_condition,
+                                    'time_limit', cc.time_limit, 'time_unit', cc.time_unit) ORDER BY cc.seq)
+                                FROM category_conditions cc WHERE cc.category_id = k.id), '[]')))::text AS change
+FROM categories k
+WHERE k.sync_seq > :seq AND k.sync_seq <= :until
+ORDER BY k.sync_seq
+LIMIT :limit
+""")
 
 # Backfill after gaining cells: every incident in those cells (with its notes up to the cursor), keyset by id;
 # an incident changed after the cursor comes again in the incremental stream (upserts are idempotent).
 _BACKFILL_SQL = text(f"""
-SELECT {_INCIDENT_COLUMNS}
-{_INCIDENT_FROM}
+SELECT {_INCIDENT_COLUMNS} FROM incidents i
 WHERE i.cell_id = ANY(CAST(:cell_ids AS bigint[])) AND CAST(i.id AS text) > :after
 ORDER BY CAST(i.id AS text)
 LIMIT :limit
-""").bindparams(bindparam("cell_ids", type_=ARRAY(BigInteger)))
+""")
 
-_CELL_IDS_SQL = text("SELECT id FROM grid_cells WHERE code = ANY(:codes)").bindparams(
-    bindparam("codes", type_=ARRAY(String)))
+_BACKFILL_NOTES_SQL = text(f"""
+SELECT {_NOTE_COLUMNS}
+FROM incident_notes n JOIN users u ON u.id = n.author_id
+WHERE n.incident_id = ANY(:ids) AND n.sync_seq <= :until ORDER BY n.sync_seq
+""")
+
+_CELL_IDS_SQL = text("SELECT id FROM grid_cells WHERE code = ANY(CAST(:codes AS text[]))")
 
 # Incidents in cells the worker lost, or that left those cells after the cursor, that they do not otherwise see.
 _LOST_SQL = text("""
@@ -91,16 +143,24 @@ WHERE i.voided_at IS NULL AND (c.code = ANY(:codes) OR i.reporter_id = :uid)
 
 OWN_BUCKET = "own"
 INCREMENTAL_WINDOW_FACTOR = 16  # first window = 16 pages of sync_seq numbers (the counter is county-wide)
+WINDOW_MARGIN = 1.5  # a window widened in proportion to the rows it held is given this much more
 
 
 @dataclass
 class Page:
-    changes: list[dict]
+    changes: list[str]  # each change as JSON text, in page order
     cursor_state: dict
     has_more: bool
     high_water_seq: int
     rescope: dict | None
     scope: dict
+
+    def body(self, next_cursor: str, server_time: datetime) -> str:
+        """The page as the JSON body of GET /api/v1/sync/changes (docs/sync-protocol.md §5)."""
+        tail = json.dumps({"next_cursor": next_cursor, "has_more": self.has_more, "high_water_seq": self.high_water_seq,
+                           "rescope": self.rescope, "scope": self.scope, "server_time": server_time.isoformat()},
+                          ensure_ascii=False, separators=(",", ":"))
+        return '{"changes":[' + ",".join(self.changes) + "]," + tail[1:]
 
 
 def start_snapshot() -> None:
@@ -124,14 +184,14 @@ def changes(state: dict, device: Device, user: User, limit: int) -> Page:
     hw = high_water()
     epoch, codes = current_scope(user)
     state = dict(state)
-    out: list[dict] = []
+    out: list[str] = []
     rescope = None
     if state["e"] != epoch:
         old = scope_at(user, state["e"])
         removed, added = sorted(old - codes), sorted(codes - old)
         lost = db.session.execute(_LOST_SQL, {"removed": removed, "kept": sorted(codes), "uid": user.id,
                                               "seq": state["s"]}).scalars()
-        out.extend({"entity": "incident", "op": "evict", "id": str(i), "reason": "cell_removed"} for i in lost)
+        out.extend(_json({"entity": "incident", "op": "evict", "id": str(i), "reason": "cell_removed"}) for i in lost)
         rescope = {"epoch": epoch, "cells_removed": removed, "cells_added": added}
         # A backfill still under way for cells kept goes on (from its start: upserts are idempotent).
         backfill = sorted(set(added) | (set(state["b"]["cells"]) & codes if state.get("b") else set()))
@@ -141,99 +201,84 @@ def changes(state: dict, device: Device, user: User, limit: int) -> Page:
         page_changes, state["b"], more = _backfill(state["b"], user, limit)
         out.extend(page_changes)
         return Page(out, state, True, hw, rescope, {"epoch": epoch, "cells": sorted(codes)})
-    page_changes, last_seq, more = _incremental(state["s"], codes, user, limit, hw)
+    page_changes, last_seq, more = _incremental(state["s"], codes, user, limit, hw, state.get("w"))
     out.extend(page_changes)
+    # The next page's first window: the stretch of sync_seq this page covered, with a margin (one scan, not two,
+    # while the scope's share of changes holds steady); absent from older cursors.
+    state["w"] = max(limit, int((last_seq - state["s"]) * WINDOW_MARGIN)) if more else None
     state["s"] = last_seq if more else max(hw, state["s"])
     return Page(out, state, more, hw, rescope, {"epoch": epoch, "cells": sorted(codes)})
 
 
-def _cell_ids(codes) -> list[int]:
-    return list(db.session.execute(_CELL_IDS_SQL, {"codes": sorted(codes)}).scalars()) if codes else []
+def _json(change: dict) -> str:
+    return json.dumps(change, ensure_ascii=False, separators=(",", ":"))
 
 
-def _incremental(seq: int, codes, user: User, limit: int, hw: int):
-    cell_ids = _cell_ids(codes)
-    # Widen the window (x8) until it holds more than a page or reaches the high water: the rows returned
-    # are then exactly the first limit + 1 after the cursor, as without a window.
-    window = limit * INCREMENTAL_WINDOW_FACTOR
+def _cell_ids(codes: str) -> str:
+    """The ids of every cell with one of these codes (any version), as an array literal like the codes."""
+    return _array(db.session.execute(_CELL_IDS_SQL, {"codes": codes}).scalars().all())
+
+
+def _array(values) -> str:
+    """A PostgreSQL array literal: psycopg adapts a list element by element (with a regex per string), which
+    costs more than the statements' own work for a scope of hundreds of cells."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def incidents_in_window(fetch, seq: int, limit: int, hw: int, window: int | None = None) -> list:
+    """Run the incremental statement over a sync_seq window (seq, until] that grows until it holds more
+    than `limit` rows or reaches the high water: the rows are then exactly the first limit + 1 after the
+    cursor, as without a window, while each per-cell scan stays short.
+
+    :param fetch: runs _INCREMENTAL_SQL for an `until` and returns its rows (the bench passes its own).
+    :param window: the first window's width (the cursor's hint); by default INCREMENTAL_WINDOW_FACTOR pages.
+    """
+    window = window or limit * INCREMENTAL_WINDOW_FACTOR
     while True:
         until = min(seq + window, hw)
-        rows = db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
-                                                     "uid": user.id, "limit": limit + 1}).all()
+        rows = fetch(until)
         if len(rows) > limit or until >= hw:
-            break
-        window *= 8
-    streams = [(row.sync_seq, _incident_change(row)) for row in rows]
-    for row in db.session.execute(_NOTES_SQL, {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": user.id,
-                                               "limit": limit + 1}):
-        streams.append((row.sync_seq, _note_change(row)))
-    for row in db.session.execute(_EXITS_SQL, {"codes": sorted(codes), "seq": seq, "uid": user.id,
-                                               "limit": limit + 1}):
-        streams.append((row.sync_seq, {"entity": "incident", "op": "evict", "id": str(row.incident_id),
-                                       "seq": row.sync_seq, "reason": "moved_out_of_scope"}))
-    for category in db.session.scalars(select(Category).where(Category.sync_seq > seq)
-                                       .options(selectinload(Category.conditions))  # not one query per row
-                                       .order_by(Category.sync_seq).limit(limit + 1)):
-        streams.append((category.sync_seq, _category_change(category)))
+            return rows
+        # Grow in proportion to the rows found (a scope's share of the county-wide counter), with a margin.
+        window = int(window * min(8.0, max(2.0, WINDOW_MARGIN * (limit + 1) / len(rows)))) if rows else window * 8
+
+
+def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int | None):
+    codes = _array(sorted(codes))
+    cell_ids = _cell_ids(codes)
+    incidents = incidents_in_window(
+        lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
+                                                            "uid": user.id, "limit": limit + 1}).all(),
+        seq, limit, hw, window)
+    streams = [(seq_, incident_id) for incident_id, seq_ in incidents]  # the JSON comes once the page is cut
+    params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": user.id, "limit": limit + 1}
+    streams.extend(db.session.execute(_NOTES_SQL, params).all())
+    for row in db.session.execute(_EXITS_SQL, {"codes": codes, "seq": seq, "uid": user.id, "limit": limit + 1}):
+        streams.append((row.sync_seq, _json({"entity": "incident", "op": "evict", "id": str(row.incident_id),
+                                             "seq": row.sync_seq, "reason": "moved_out_of_scope"})))
+    streams.extend(db.session.execute(_CATEGORIES_SQL, {"seq": seq, "until": hw, "limit": limit + 1}).all())
     streams = [s for s in streams if s[0] <= hw]  # nothing past the snapshot's committed high water
     streams.sort(key=lambda s: s[0])
     more = len(streams) > limit
     streams = streams[:limit]
-    return [change for _, change in streams], (streams[-1][0] if streams else seq), more
+    ids = [item for _, item in streams if isinstance(item, UUID)]
+    built = {row.id: row.change for row in db.session.execute(_INCIDENT_CHANGES_SQL, {"ids": _array(ids)})} if ids else {}
+    # An incident's id becomes its JSON; the other changes are JSON already.
+    return [built.get(item, item) for _, item in streams], (streams[-1][0] if streams else seq), more
 
 
 def _backfill(backfill: dict, user: User, limit: int):
-    rows = db.session.execute(_BACKFILL_SQL, {"cell_ids": _cell_ids(backfill["cells"]), "until": backfill["until"],
+    rows = db.session.execute(_BACKFILL_SQL, {"cell_ids": _cell_ids(_array(backfill["cells"])), "until": backfill["until"],
                                               "after": backfill["after"], "limit": limit + 1}).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    out = [_incident_change(r) for r in rows]
+    out = [r.change for r in rows]
     # The notes of the backfilled incidents, up to the same point.
     ids = [r.id for r in rows]
     if ids:
-        notes = db.session.execute(text("""
-            SELECT n.id, n.sync_seq, n.incident_id, n.text, u.username AS author, n.created_at_device, n.created_at
-            FROM incident_notes n JOIN users u ON u.id = n.author_id
-            WHERE n.incident_id = ANY(:ids) AND n.sync_seq <= :until ORDER BY n.sync_seq"""),
-            {"ids": ids, "until": backfill["until"]})
-        out.extend(_note_change(n) for n in notes)
+        out.extend(n.change for n in db.session.execute(_BACKFILL_NOTES_SQL, {"ids": ids, "until": backfill["until"]}))
     next_backfill = {**backfill, "after": str(rows[-1].id)} if more else None
     return out, next_backfill, more
-
-
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
-def _incident_change(row) -> dict:
-    if row.voided_at is not None:
-        return {"entity": "incident", "op": "delete", "id": str(row.id), "seq": row.sync_seq, "version": row.version}
-    return {"entity": "incident", "op": "upsert", "id": str(row.id), "seq": row.sync_seq, "version": row.version,
-            "data": {
-                "case_number": row.case_number, "status": row.status, "category": row.category_code_raw,
-                "description": row.description, "location": row.raw_location, "location_wgs84": [row.lon, row.lat],
-                "gps_accuracy_m": row.gps_accuracy_m, "cell_code": row.cell_code,
-                "is_outside_grid": row.is_outside_grid, "priority": row.priority,
-                "assigned_squad": row.assigned_squad_id, "reporter": row.reporter,
-                "created_at_device": _iso(row.created_at_device), "received_at": _iso(row.received_at),
-                "updated_at": _iso(row.updated_at), "due_at": _iso(row.due_at),
-                # A verification (核实) or check (核查) task for this worker when the status says so.
-                "task_user": row.task_user}}
-
-
-def _note_change(row) -> dict:
-    return {"entity": "note", "op": "upsert", "id": str(row.id), "seq": row.sync_seq,
-            "data": {"incident_id": str(row.incident_id), "text": row.text, "author": row.author,
-                     "created_at_device": _iso(row.created_at_device), "created_at": _iso(row.created_at)}}
-
-
-def _category_change(category: Category) -> dict:
-    return {"entity": "category", "op": "upsert" if category.is_active else "delete", "id": str(category.id),
-            "seq": category.sync_seq,
-            "data": {"standard": category.standard, "kind": category.kind, "code": category.code,
-                     "name": category.name, "major_code": category.major_code, "major_name": category.major_name,
-                     "conditions": [{"register_condition": c.register_condition, "close_condition": c.close_condition,
-                                     "time_limit": c.time_limit, "time_unit": c.time_unit} for c in category.conditions]}}
 
 
 def server_buckets(user: User) -> dict[str, list[tuple[str, int]]]:

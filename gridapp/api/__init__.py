@@ -10,6 +10,9 @@ from gridapp.schemas.common import ProblemSchema
 
 API_PREFIX = "/api/v1/"
 GZIP_MIN_BYTES = 1024
+# Larger bodies (full sync pages: ~350 KB for 500 changes) at level 1: half the CPU of level 5 (2 ms instead of
+# 4 per page) for ~14 % more bytes on the wire (46 KB instead of 40).
+GZIP_FAST_BYTES = 64 * 1024
 PUBLIC_ENDPOINTS = {"devices.register", "devices.refresh", "health.healthz", "auth.create_token", "api-docs.openapi_json", "static"}
 PUBLIC_ENDPOINTS |= {"exports.download_export"}  # a signed, expiring link is the credential (issue 7)
 
@@ -40,6 +43,9 @@ def register_api(app, api: Api):
     from gridapp.api import early_warning, evaluation, exports, ogc
     for module in (exports, evaluation, early_warning, ogc):  # issue 7
         api.register_blueprint(module.blp)
+    from gridapp.api.security import RequestGlobals
+
+    app.app_ctx_globals_class = RequestGlobals  # g.user and g.token load on first use (security.py)
     app.before_request(check_json_body)
     app.after_request(gzip_response)
 
@@ -82,7 +88,7 @@ def gzip_response(response):
     data = response.get_data()
     if len(data) < GZIP_MIN_BYTES:
         return response
-    response.set_data(gzip.compress(data, compresslevel=5))
+    response.set_data(gzip.compress(data, compresslevel=1 if len(data) > GZIP_FAST_BYTES else 5))
     response.headers["Content-Encoding"] = "gzip"
     response.headers.add("Vary", "Accept-Encoding")
     return response

@@ -15,7 +15,7 @@ blp = Blueprint("areas", __name__, url_prefix="/api/v1/areas", description="Admi
 @blp.response(200, AreaSchema(many=True))
 def list_areas(args):
     """List the areas inside the caller's area (county, townships, villages)."""
-    return areas_in_scope(scope_prefix(g.user), level=args.get("level"), parent_code=args.get("parent"))
+    return areas_in_scope(scope_prefix(g.principal), level=args.get("level"), parent_code=args.get("parent"))
 
 
 @blp.route("/<string:code>")
@@ -23,4 +23,4 @@ def list_areas(args):
 @blp.response(200, AreaSchema)
 def get_area(code):
     """Return one area inside the caller's area."""
-    return area_by_code(code, scope_prefix(g.user))
+    return area_by_code(code, scope_prefix(g.principal))

@@ -57,7 +57,7 @@ def refresh(body):
 @blp.response(200, DeviceInfoSchema(many=True))
 def list_devices():
     """List the devices of the users in the caller's area, with state, acknowledged position and clock offset."""
-    return devices.devices_in_scope(scope_prefix(g.user))
+    return devices.devices_in_scope(scope_prefix(g.principal))
 
 
 @blp.route("/<uuid:device_id>/state", methods=["POST"])
@@ -66,6 +66,6 @@ def list_devices():
 @blp.response(204)
 def set_state(body, device_id):
     """Set a device to draining (push only, then wipe) or revoked (refused at once), with a reason."""
-    device = devices.device_in_scope(device_id, scope_prefix(g.user))
+    device = devices.device_in_scope(device_id, scope_prefix(g.principal))
     devices.set_state(device, body["state"], g.user, body["reason"])
     db.session.commit()

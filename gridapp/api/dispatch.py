@@ -57,7 +57,7 @@ class RetrySchema(Schema):
 @blp.response(200, RuleSchema(many=True))
 def list_rules():
     """List the responsibility list (权责清单) of the caller's area."""
-    return rules_in_scope(scope_prefix(g.user))
+    return rules_in_scope(scope_prefix(g.principal))
 
 
 @blp.route("/incidents/<uuid:incident_id>/route")
@@ -65,7 +65,7 @@ def list_rules():
 @blp.response(200, RouteSchema)
 def explain_route(incident_id):
     """Say which rule would route this case now, and why (nothing is changed)."""
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.principal))
     rule, why = routing.route(incident)
     return {"rule_id": rule.id if rule else None, "squad_code": rule.squad.code if rule else None, "explanation": why}
 
@@ -76,7 +76,7 @@ def explain_route(incident_id):
 @blp.response(200, NotificationSchema(many=True))
 def list_notifications(args):
     """List notifications to squads by state; `dead` are the failed deliveries (dead letters)."""
-    return dispatching.notifications_in_scope(scope_prefix(g.user), args["state"])
+    return dispatching.notifications_in_scope(scope_prefix(g.principal), args["state"])
 
 
 @blp.route("/notifications/<int:notification_id>/retry", methods=["POST"])
@@ -85,7 +85,7 @@ def list_notifications(args):
 @blp.response(200, NotificationSchema)
 def retry_notification(body, notification_id):
     """Send a dead letter again (same idempotency key: the receiver still acts once), with a reason."""
-    notification = dispatching.retry_dead(notification_id, scope_prefix(g.user), g.user, body["reason"])
+    notification = dispatching.retry_dead(notification_id, scope_prefix(g.principal), g.user, body["reason"])
     db.session.commit()
     enqueue_delivery(notification.id)
     return notification

@@ -34,5 +34,5 @@ class WarningSchema(Schema):
 @blp.response(200, WarningSchema(many=True))
 def list_warnings(args):
     """Cells (or categories) whose count this week is far above their own baseline, highest first."""
-    return early_warning.warnings(IncidentFilter.from_args(args), scope_prefix(g.user), by=args["by"],
+    return early_warning.warnings(IncidentFilter.from_args(args), scope_prefix(g.principal), by=args["by"],
                                   at=args.get("at"))

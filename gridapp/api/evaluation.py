@@ -73,7 +73,7 @@ def _period(args) -> evaluation.Period:
 
 def _evaluate(args) -> dict:
     return evaluation.evaluate(IncidentFilter.from_args({**args, "start": None, "end": None}),
-                               scope_prefix(g.user), _period(args))
+                               scope_prefix(g.principal), _period(args))
 
 
 @blp.route("")
@@ -96,7 +96,7 @@ def get_report(args, fmt):
     if fmt not in REPORT_TYPES:
         raise NotFound()
     result = _evaluate(args)
-    code = args.get("area") or g.user.area.code
+    code = args.get("area") or g.principal.area_code
     area = db.session.scalar(db.select(AdminArea).where(AdminArea.code == code))
     path = os.path.join(tempfile.mkdtemp(prefix="gridapp-report-"), f"report.{fmt}")
     (reports.write_xlsx if fmt == "xlsx" else reports.write_pdf)(result, area.name if area else code, path)

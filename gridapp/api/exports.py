@@ -57,7 +57,7 @@ class JobSchema(Schema):
 def _check_unmask(args) -> bool:
     if not args["unmasked"]:
         return False
-    if not can(g.user, "personal_data.unmask"):
+    if not can(g.principal, "personal_data.unmask"):
         raise Forbidden("Your role may not export unmasked personal data.")
     if not (args.get("reason") or "").strip():
         raise UnmaskReasonRequired()
@@ -66,7 +66,7 @@ def _check_unmask(args) -> bool:
 
 def _direct(layer_name: str, fmt: str, args: dict):
     layer = exports.LAYER_BY_NAME[layer_name]
-    flt, prefix = IncidentFilter.from_args(args), scope_prefix(g.user)
+    flt, prefix = IncidentFilter.from_args(args), scope_prefix(g.principal)
     unmasked = _check_unmask(args)
     rows = exports.count_rows(layer, flt, prefix)
     limit = current_app.config["EXPORT_MAX_DIRECT_ROWS"]
@@ -151,7 +151,7 @@ def create_export(body):
     """Start an export job (any size); poll it for progress and its download link."""
     unmasked = _check_unmask(body)
     job = export_jobs.create_job(g.user, body["layer"], body["format"], IncidentFilter.from_args(body),
-                                 scope_prefix(g.user), unmasked=unmasked,
+                                 scope_prefix(g.principal), unmasked=unmasked,
                                  reason=(body.get("reason") or "").strip() or None, srs_id=body["srs"])
     db.session.commit()
     enqueue(run_export, str(job.id), job_timeout=EXPORT_TIMEOUT_SECONDS)
@@ -200,7 +200,7 @@ def incident_map(args, fmt):
         raise NotFound()
     path = os.path.join(tempfile.mkdtemp(prefix="gridapp-map-"), f"map.{fmt}")
     try:
-        maps.incident_map(IncidentFilter.from_args(args), scope_prefix(g.user), path, fmt, by=args["by"],
+        maps.incident_map(IncidentFilter.from_args(args), scope_prefix(g.principal), path, fmt, by=args["by"],
                           density=args["density"], title=args.get("title"))
     except Exception:
         _remove(path)

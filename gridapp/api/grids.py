@@ -21,7 +21,7 @@ GEOJSON = "application/geo+json"
 def list_cells(args):
     """List current cells in the caller's area (and bbox) as RFC 7946 GeoJSON, paged by code."""
     limit = min(args.get("limit", current_app.config["CELLS_PAGE_DEFAULT"]), current_app.config["CELLS_PAGE_MAX"])
-    page = grids.cells_page(scope_prefix(g.user), limit, bbox=args.get("bbox"), after=args.get("after"))
+    page = grids.cells_page(scope_prefix(g.principal), limit, bbox=args.get("bbox"), after=args.get("after"))
     links = []
     if page.next_after:
         query = {**request.args.to_dict(), "after": page.next_after, "limit": limit}
@@ -40,7 +40,7 @@ def get_cell(code):
     """Return one current cell by its 15-digit code, with its grid workers."""
     if not is_cell_code(code):
         raise ValidationFailed(fields={"code": ["A cell code is 15 digits."]})
-    feature = grids.cell_feature(scope_prefix(g.user), code)
+    feature = grids.cell_feature(scope_prefix(g.principal), code)
     return Response(json.dumps(feature), mimetype=GEOJSON)
 
 
@@ -51,4 +51,4 @@ def get_cell(code):
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="grid.not_found: the point is in no cell of your area")
 def locate(args):
     """Return the cell containing a point; a point on a shared edge goes to the lowest code."""
-    return grids.locate(scope_prefix(g.user), args["lon"], args["lat"], args["crs"])
+    return grids.locate(scope_prefix(g.principal), args["lon"], args["lat"], args["crs"])

@@ -7,7 +7,7 @@ from gridapp.api.sync import ATTEMPTS, RETRYABLE_SQLSTATES
 from gridapp.errors import PROBLEM_MIME
 from gridapp.extensions import db
 from gridapp.jobs.dispatch import enqueue_outbox
-from gridapp.models import IncidentEvent, OutboxMessage
+from gridapp.models import IncidentEvent
 from gridapp.schemas.common import ProblemSchema
 from gridapp.schemas.incidents import (
     ActionResultSchema,
@@ -31,7 +31,7 @@ blp = Blueprint("incidents", __name__, url_prefix="/api/v1/incidents", descripti
 @blp.response(200, IncidentSchema(many=True))
 def list_incidents(args):
     """List incidents in the caller's area, newest first; `outside_grid=true` lists those no cell contains."""
-    return incidents.incidents_in_scope(scope_prefix(g.user), outside_grid=args.get("outside_grid"),
+    return incidents.incidents_in_scope(scope_prefix(g.principal), outside_grid=args.get("outside_grid"),
                                         status=args.get("status"), limit=args["limit"], before=args.get("before"))
 
 
@@ -41,7 +41,7 @@ def list_incidents(args):
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="incident.not_found")
 def get_incident(incident_id):
     """Return one incident with its notes and full revision history."""
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.principal))
     incident.history = incidents.revisions(incident)
     incident.allowed_actions = workflow.allowed_actions(incident, g.user)
     incident.photo_list = photos.incident_photos(incident)
@@ -53,7 +53,7 @@ def get_incident(incident_id):
 @blp.response(200, PhotoSchema(many=True))
 def list_photos(incident_id):
     """List the incident's photos (present, missing or refused) with the URLs of their renditions."""
-    return photos.incident_photos(incidents.incident_in_scope(incident_id, scope_prefix(g.user)))
+    return photos.incident_photos(incidents.incident_in_scope(incident_id, scope_prefix(g.principal)))
 
 
 @blp.route("/<uuid:incident_id>/events")
@@ -61,7 +61,7 @@ def list_photos(incident_id):
 @blp.response(200, EventSchema(many=True))
 def list_events(incident_id):
     """Return the case's full workflow history (留痕), oldest first."""
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.principal))
     return db.session.scalars(db.select(IncidentEvent).where(IncidentEvent.incident_id == incident.id)
                               .order_by(IncidentEvent.id)).all()
 
@@ -77,7 +77,7 @@ def act(body, incident_id, action):
         try:
             event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
                                      reason=body["reason"], params=body["params"], photos=body["photos"])
-            outbox = db.session.scalars(db.select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
+            outbox = [message.id for message in event.outbox]
             db.session.commit()
             break
         except OperationalError as exc:  # a deadlock or serialisation failure: the whole action again
@@ -85,7 +85,7 @@ def act(body, incident_id, action):
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
                 raise
     enqueue_outbox(outbox)
-    incident = incidents.incident_in_scope(incident_id, scope_prefix(g.user))
+    incident = workflow.case_for_answer(incident_id)
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}
 
 
@@ -96,6 +96,6 @@ def act(body, incident_id, action):
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME, description="incident.not_found")
 def record_party(body, incident_id):
     """Record the party or complainant (当事人: name, phone, ID number); answered masked."""
-    incident = incidents.record_party(incident_id, body, g.user, scope_prefix(g.user))
+    incident = incidents.record_party(incident_id, body, g.user, scope_prefix(g.principal))
     db.session.commit()
     return incident

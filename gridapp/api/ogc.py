@@ -76,7 +76,7 @@ def _collection(cid: str) -> dict:
     meta = ogc.COLLECTIONS[cid]
     return {"id": cid, "title": meta["title"], "description": meta["description"], "itemType": "feature",
             "crs": ["http://www.opengis.net/def/crs/OGC/1.3/CRS84"],
-            "extent": {"spatial": {"bbox": [ogc.extent(cid, scope_prefix(g.user))],
+            "extent": {"spatial": {"bbox": [ogc.extent(cid, scope_prefix(g.principal))],
                                    "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
             "links": [_link("self", "ogc.collection", collection_id=cid),
                       _link("items", "ogc.items", "application/geo+json", collection_id=cid)]}
@@ -135,7 +135,7 @@ def items(args, collection_id):
     flt = IncidentFilter.from_args({**args, "start": start, "end": end})
     if start is not None and start == end:  # an instant: the second it names
         flt = ogc.instant_filter(flt, start)
-    features, last_key = ogc.page(collection_id, flt, scope_prefix(g.user), args["limit"], args.get("after"))
+    features, last_key = ogc.page(collection_id, flt, scope_prefix(g.principal), args["limit"], args.get("after"))
     query = {k: v for k, v in request.args.items() if k != "after"}
     links = [{"rel": "self", "type": "application/geo+json", "href": request.url}]
     if len(features) == args["limit"]:
@@ -154,9 +154,9 @@ def item(collection_id, feature_id):
     _check(collection_id)
     feature = None
     if collection_id == "cells" and re.fullmatch(r"[0-9]{15}", feature_id):
-        feature = ogc.one(collection_id, feature_id, scope_prefix(g.user))
+        feature = ogc.one(collection_id, feature_id, scope_prefix(g.principal))
     elif collection_id == "incidents" and re.fullmatch(r"[0-9a-fA-F-]{36}", feature_id):
-        feature = ogc.one(collection_id, feature_id, scope_prefix(g.user))
+        feature = ogc.one(collection_id, feature_id, scope_prefix(g.principal))
     if feature is None:
         raise (GridNotFound if collection_id == "cells" else IncidentNotFound)(id=feature_id)
     feature["links"] = [{"rel": "self", "type": "application/geo+json", "href": request.url},

@@ -2,19 +2,43 @@
 from functools import wraps
 
 from flask import g, request
+from flask.ctx import _AppCtxGlobals
 
 from gridapp.errors import AuthRequired, Forbidden
-from gridapp.services.access import can
-from gridapp.services.auth import user_for_token
+from gridapp.extensions import db
+from gridapp.models import ApiToken, User
+from gridapp.services.access import Principal, can
+from gridapp.services.auth import principal_for_token
 
 
-def authenticate():
-    """Resolve the request's bearer token to a user; store user and token on g."""
+class RequestGlobals(_AppCtxGlobals):
+    """Flask's `g`, where `g.user` (User) and `g.token` (ApiToken) load on first use from `g.principal`.
+
+    authenticate() reads only the principal (ids, role, area code) with one small query; most views need
+    nothing more (`scope_prefix(g.principal)`), so the ORM rows are fetched only by views that use them.
+    """
+
+    def __getattr__(self, name: str):
+        principal = self.__dict__.get("principal")
+        if principal is None or name not in ("user", "token"):
+            return super().__getattr__(name)
+        value = db.session.get(User, principal.user_id) if name == "user" else db.session.get(ApiToken, principal.token_id)
+        if value is None:  # deleted since authenticate(): as if the token were unknown
+            raise AuthRequired()
+        setattr(self, name, value)
+        return value
+
+
+def authenticate() -> Principal:
+    """Resolve the request's bearer token to its principal and store it on g (g.user, g.token follow)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         raise AuthRequired()
-    g.user, g.token = user_for_token(token.strip())
-    return g.user
+    g.principal = principal_for_token(token.strip())
+    # An app context reused across requests (tests) must not keep the previous caller's rows.
+    g.pop("user", None)
+    g.pop("token", None)
+    return g.principal
 
 
 def require(permission: str):
@@ -27,8 +51,7 @@ def require(permission: str):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            user = authenticate()
-            if not can(user, permission):
+            if not can(authenticate(), permission):
                 raise Forbidden()
             return view(*args, **kwargs)
 

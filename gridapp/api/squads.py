@@ -14,4 +14,4 @@ blp = Blueprint("squads", __name__, url_prefix="/api/v1/teams", description="Law
 @blp.response(200, TeamSchema(many=True))
 def list_teams():
     """List the law-enforcement teams in the caller's area, with their squads and covered areas."""
-    return teams_in_scope(scope_prefix(g.user))
+    return teams_in_scope(scope_prefix(g.principal))

@@ -2,7 +2,7 @@
 verify, config, review."""
 from datetime import UTC, datetime, timedelta
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
@@ -147,9 +147,8 @@ def changes(args):
     limit = min(args["limit"] or current_app.config["SYNC_PULL_DEFAULT_LIMIT"], current_app.config["SYNC_PULL_MAX_LIMIT"])
     page = pull_.changes(state, device, user, limit)
     db.session.commit()  # the acknowledged position
-    return {"changes": page.changes, "next_cursor": p.encode_cursor(page.cursor_state, _key()),
-            "has_more": page.has_more, "high_water_seq": page.high_water_seq, "rescope": page.rescope,
-            "scope": page.scope, "server_time": utcnow()}
+    # The changes arrive as JSON text from PostgreSQL; splice them rather than parse and re-dump.
+    return Response(page.body(p.encode_cursor(page.cursor_state, _key()), utcnow()), mimetype="application/json")
 
 
 def _key() -> bytes:
@@ -177,7 +176,7 @@ def verify(body):
 @blp.response(200, QuarantineSchema(many=True))
 def list_quarantine(args):
     """List quarantined mutations (with their payloads) from the caller's area."""
-    return review.quarantine_in_scope(scope_prefix(g.user), state=args["state"] if args["state"] != "all" else None)
+    return review.quarantine_in_scope(scope_prefix(g.principal), state=args["state"] if args["state"] != "all" else None)
 
 
 @blp.route("/quarantine/<int:item_id>/resolve", methods=["POST"])
@@ -186,7 +185,7 @@ def list_quarantine(args):
 @blp.response(200)
 def resolve_quarantine(body, item_id):
     """Apply, edit and apply, or discard a quarantined mutation, with a reason (audited)."""
-    outcome = review.resolve_quarantine(item_id, scope_prefix(g.user), g.user, body["action"], body["reason"],
+    outcome = review.resolve_quarantine(item_id, scope_prefix(g.principal), g.user, body["action"], body["reason"],
                                         body["payload"])
     db.session.commit()
     return outcome
@@ -199,7 +198,7 @@ def resolve_quarantine(body, item_id):
 def list_conflicts(args):
     """List merge conflicts on incidents in the caller's area."""
     state = {"open": "needs_review", "all": None}.get(args["state"], args["state"])
-    return review.conflicts_in_scope(scope_prefix(g.user), state=state)
+    return review.conflicts_in_scope(scope_prefix(g.principal), state=state)
 
 
 @blp.route("/conflicts/<int:conflict_id>/resolve", methods=["POST"])
@@ -208,6 +207,6 @@ def list_conflicts(args):
 @blp.response(200)
 def resolve_conflict(body, conflict_id):
     """Accept the applied value or restore the other side's, with a reason (audited)."""
-    outcome = review.resolve_conflict(conflict_id, scope_prefix(g.user), g.user, body["action"], body["reason"])
+    outcome = review.resolve_conflict(conflict_id, scope_prefix(g.principal), g.user, body["action"], body["reason"])
     db.session.commit()
     return outcome

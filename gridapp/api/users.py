@@ -16,4 +16,4 @@ blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="User
 @blp.response(200, UserSchema(many=True))
 def list_users(args):
     """List the users in the caller's area (phone numbers masked)."""
-    return users_in_scope(scope_prefix(g.user), role=args.get("role"))
+    return users_in_scope(scope_prefix(g.principal), role=args.get("role"))

@@ -31,7 +31,6 @@ from gridapp.models import (
     EnforcementTeam,
     GridCell,
     IncidentEvent,
-    OutboxMessage,
     ResponsibilityRule,
     Squad,
     User,
@@ -273,7 +272,7 @@ def act(incident_id, action):
             try:
                 event = workflow.perform(incident_id, action, g.user, prefix=prefix,
                                          reason=request.form.get("reason"), params=_params(request.form))
-                outbox = db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)).all()
+                outbox = [message.id for message in event.outbox]
                 db.session.commit()
                 break
             except OperationalError as exc:

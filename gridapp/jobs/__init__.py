@@ -26,3 +26,11 @@ def enqueue(func, *args, queue_name: str = "default", job_id: str | None = None,
     if delay_seconds:
         return queue(queue_name).enqueue_in(timedelta(seconds=delay_seconds), func, *args, **options)
     return queue(queue_name).enqueue(func, *args, **options)
+
+
+def enqueue_many(func, jobs: list[tuple[str, tuple]], queue_name: str = "default", **kwargs) -> None:
+    """Enqueue many calls of one function, given as (job id, args), in one Redis round trip (after commit)."""
+    limits = QUEUE_LIMITS[queue_name]
+    target = queue(queue_name)
+    target.enqueue_many([Queue.prepare_data(func, args, job_id=job_id, result_ttl=limits["result_ttl"],
+                                            failure_ttl=limits["failure_ttl"], **kwargs) for job_id, args in jobs])

@@ -14,11 +14,13 @@ from flask import current_app
 from redis.exceptions import RedisError
 from rq import Retry
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import selectinload
 
 from gridapp.extensions import db
-from gridapp.jobs import enqueue
-from gridapp.models import Incident, Notification, OutboxMessage, Squad, utcnow
-from gridapp.services import routing, workflow
+from gridapp.jobs import enqueue, enqueue_many
+from gridapp.models import GridCell, Incident, Notification, OutboxMessage, Squad, utcnow
+from gridapp.services import incidents, routing, workflow
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,10 @@ def _run_with_follow_ups(message: OutboxMessage) -> list[int]:
     pending, notifications = [message], []
     while pending:
         current = pending.pop(0)
-        current.attempts += 1
         follow_ups = HANDLERS[current.kind](current) or FollowUps()
+        current.attempts += 1  # after the handler, so both columns change in one UPDATE
         current.processed_at = utcnow()
-        pending.extend(db.session.get(OutboxMessage, i) for i in follow_ups.outbox)
+        pending.extend(follow_ups.outbox)
         notifications.extend(follow_ups.notifications)
     return notifications
 
@@ -78,35 +80,33 @@ class FollowUps:
     """Work a handler created: outbox messages (run in the same job and transaction) and notifications
     (delivered once that transaction commits)."""
 
-    outbox: list[int] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
     notifications: list[int] = field(default_factory=list)
 
 
-def _outbox_of(event) -> list[int]:
-    return list(db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.event_id == event.id)))
-
-
 def _route(message: OutboxMessage) -> "FollowUps | None":
-    incident = db.session.get(Incident, message.incident_id)
+    incident = incidents.lock_incident(message.incident_id)  # once, for the route and the dispatch
     if incident.status != "registered":
         return None
-    rule, why = routing.route(incident)
-    incident.routed_rule_id = rule.id if rule else None
-    incident.is_ownerless = rule is None
-    workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
-    if rule and rule.auto_dispatch:
-        event = workflow.perform(incident.id, "dispatch", None, prefix="", params={"squad_code": rule.squad.code,
-                                                                                  "rule_id": rule.id})
-        return FollowUps(outbox=_outbox_of(event))
-    return None
+    # No flush until the dispatch's own: the case's update and both events go to the database together.
+    with db.session.no_autoflush:
+        rule, why = routing.route(incident)
+        incident.routed_rule_id = rule.id if rule else None
+        incident.is_ownerless = rule is None
+        workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
+        if not (rule and rule.auto_dispatch):
+            return None
+        event = workflow.perform_locked(incident, "dispatch", None, params={"squad_code": rule.squad.code,
+                                                                           "rule_id": rule.id})
+    return FollowUps(outbox=event.outbox)
 
 
 def _notify(message: OutboxMessage) -> "FollowUps | None":
-    incident = db.session.get(Incident, message.incident_id)
+    incident = message.incident  # already loaded when the dispatch ran in this job
     if incident.assigned_squad_id is None:
         return None
-    notification = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
-    return FollowUps(notifications=[notification.id])
+    notification_id = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
+    return FollowUps(notifications=[notification_id])
 
 
 def _request_check(message: OutboxMessage) -> None:
@@ -119,33 +119,47 @@ def _request_check(message: OutboxMessage) -> None:
 HANDLERS = {"route": _route, "notify": _notify, "request_check": _request_check}
 
 
-def _notification(incident: Incident, kind: str, key: str) -> Notification:
-    existing = db.session.scalar(select(Notification).where(Notification.idempotency_key == key))
-    if existing:
-        return existing
-    body = {
+def _notification(incident: Incident, kind: str, key: str) -> int:
+    """Write a notification once per idempotency key; return its id (the existing one's on a second run)."""
+    return _notifications([(incident, kind, key)])[0]
+
+
+def _notifications(items: list[tuple[Incident, str, str]]) -> list[int]:
+    """Write notifications (case, kind, idempotency key) in one statement, each key once; return their ids,
+    those written before included. The case's cell and squad should be loaded (their codes go in the body)."""
+    if not items:
+        return []
+    rows = [{"idempotency_key": key, "squad_id": incident.assigned_squad_id, "incident_id": incident.id, "kind": kind,
+             "body": _body(incident, kind, key)} for incident, kind, key in items]
+    ids = list(db.session.scalars(insert(Notification).values(rows)
+                                  .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
+                                  .returning(Notification.id)))
+    if len(ids) < len(rows):  # some were written by an earlier run
+        ids = list(db.session.scalars(select(Notification.id).where(
+            Notification.idempotency_key.in_([r["idempotency_key"] for r in rows])).order_by(Notification.id)))
+    return ids
+
+
+def _body(incident: Incident, kind: str, key: str) -> dict:
+    return {
         "event": kind, "idempotency_key": key, "incident_id": str(incident.id), "case_number": incident.case_number,
         "category": incident.category_code_raw, "description": incident.description,
         "location": incident.raw_location, "cell_code": incident.cell.code if incident.cell else None,
         "status": incident.status, "due_at": incident.due_at.isoformat() if incident.due_at else None,
         "squad": incident.squad.code if incident.squad else None,
     }
-    notification = Notification(idempotency_key=key, squad_id=incident.assigned_squad_id, incident_id=incident.id,
-                                kind=kind, body=body)
-    db.session.add(notification)
-    db.session.flush()
-    return notification
 
 
 def deliver_notification(notification_id: int) -> str:
     """POST a notification to its squad's webhook (HMAC-signed, with its idempotency key); retried with
     backoff by RQ; after the last attempt it becomes a dead letter a dispatcher can retry."""
-    notification = db.session.scalar(select(Notification).where(Notification.id == notification_id)
-                                     .with_for_update(skip_locked=True))
-    if notification is None or notification.state != "pending":
+    row = db.session.execute(select(Notification, Squad).join(Squad, Squad.id == Notification.squad_id)
+                             .where(Notification.id == notification_id)
+                             .with_for_update(of=Notification, skip_locked=True)).first()
+    if row is None or row.Notification.state != "pending":
         db.session.rollback()
         return "skipped"
-    squad = db.session.get(Squad, notification.squad_id)
+    notification, squad = row
     notification.attempts += 1
     notification.enqueued_at = utcnow()
     try:
@@ -199,6 +213,17 @@ def enqueue_delivery(notification_id: int, attempts_made: int = 0) -> None:
         log.warning("could not enqueue notification %s; the sweeper will", notification_id)
 
 
+def enqueue_deliveries(notification_ids: list[int]) -> None:
+    """Enqueue many first delivery attempts at once (with the full backoff); if Redis is down the sweeper does it."""
+    if not notification_ids:
+        return
+    try:
+        enqueue_many(deliver_notification, [(_job_id("notify", i), (i,)) for i in notification_ids],
+                     retry=Retry(max=len(DELIVERY_INTERVALS), interval=DELIVERY_INTERVALS))
+    except RedisError:
+        log.warning("could not enqueue %d notifications; the sweeper will", len(notification_ids))
+
+
 def sweep() -> dict:
     """Re-enqueue outbox messages and pending notifications that went quiet (never enqueued because Redis
     was down, or their job died with a killed worker). The jobs' row locks and state checks make a second
@@ -216,8 +241,7 @@ def sweep() -> dict:
     message_ids, notification_ids = [m.id for m in messages], [n.id for n in notifications]
     db.session.commit()
     enqueue_outbox(message_ids)
-    for notification_id in notification_ids:
-        enqueue_delivery(notification_id)
+    enqueue_deliveries(notification_ids)
     return {"outbox": len(message_ids), "notifications": len(notification_ids)}
 
 
@@ -238,25 +262,29 @@ def _escalate_batch() -> dict:
     now = utcnow()
     warn_before = timedelta(seconds=current_app.config["DUE_SOON_WARNING_SECONDS"])
     active = (Incident.status.in_(("dispatched", "handling")), Incident.due_at.is_not(None))
-    overdue = db.session.scalars(select(Incident).where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
+    # The cell's code and the squad come along (one statement each per batch) for the notifications' bodies.
+    names = (selectinload(Incident.cell).load_only(GridCell.code), selectinload(Incident.squad))
+    overdue = db.session.scalars(select(Incident).options(*names)
+                                 .where(*active, Incident.overdue_at.is_(None), Incident.due_at <= now)
                                  .order_by(Incident.due_at).limit(ESCALATION_BATCH)
                                  .with_for_update(skip_locked=True, key_share=True)).all()
-    due_soon = db.session.scalars(select(Incident).where(*active, Incident.warned_at.is_(None),
-                                                         Incident.due_at > now, Incident.due_at <= now + warn_before)
+    due_soon = db.session.scalars(select(Incident).options(*names)
+                                  .where(*active, Incident.warned_at.is_(None),
+                                         Incident.due_at > now, Incident.due_at <= now + warn_before)
                                   .order_by(Incident.due_at).limit(ESCALATION_BATCH - len(overdue))
                                   .with_for_update(skip_locked=True, key_share=True)).all()
-    created = []
-    for incident in due_soon:
-        incident.warned_at = now
-        workflow.record_event(incident, "incident.due_soon", {"due_at": incident.due_at.isoformat()})
-        created.append(_notification(incident, "incident.due_soon", f"due_soon:{incident.id}:{incident.due_at.isoformat()}"))
-    for incident in overdue:
-        incident.overdue_at = now
-        incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办
-        workflow.record_event(incident, "incident.overdue", {"due_at": incident.due_at.isoformat()})
-        created.append(_notification(incident, "incident.overdue", f"overdue:{incident.id}:{incident.due_at.isoformat()}"))
-    ids = [n.id for n in created]
+    notifications = []
+    with db.session.no_autoflush:  # the batch's updates and events go out together, not one flush per case
+        for incident in due_soon:
+            incident.warned_at = now
+            workflow.record_event(incident, "incident.due_soon", {"due_at": incident.due_at.isoformat()})
+            notifications.append((incident, "incident.due_soon", f"due_soon:{incident.id}:{incident.due_at.isoformat()}"))
+        for incident in overdue:
+            incident.overdue_at = now
+            incident.supervision_level = max(incident.supervision_level or 0, 1)  # 超时督办
+            workflow.record_event(incident, "incident.overdue", {"due_at": incident.due_at.isoformat()})
+            notifications.append((incident, "incident.overdue", f"overdue:{incident.id}:{incident.due_at.isoformat()}"))
+    created = _notifications(notifications)
     db.session.commit()
-    for notification_id in ids:
-        enqueue_delivery(notification_id)
+    enqueue_deliveries(created)
     return {"due_soon": len(due_soon), "overdue": len(overdue)}

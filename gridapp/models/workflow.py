@@ -38,6 +38,8 @@ class IncidentEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     actor = relationship("User")
+    # The background work this step wrote (routing after registration, notifying after dispatch).
+    outbox: Mapped[list["OutboxMessage"]] = relationship()
 
 
 class CaseRequest(Base):
@@ -102,6 +104,8 @@ class OutboxMessage(Base):
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+    incident = relationship("Incident")
 
 
 class Notification(Base):

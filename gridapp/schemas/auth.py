@@ -2,7 +2,7 @@ from marshmallow import Schema, fields, validate
 
 from gridapp.models import ROLES
 from gridapp.schemas.common import AreaRefSchema
-from gridapp.schemas.fields import mask_phone
+from gridapp.services.masking import mask_phone
 
 
 class TokenRequestSchema(Schema):
@@ -20,7 +20,7 @@ class UserSchema(Schema):
     area = fields.Nested(AreaRefSchema)
     squad_code = fields.Function(lambda user: user.squad.code if user.squad else None)
     cell_codes = fields.Function(lambda user: sorted(c.code for c in user.cells if c.valid_to is None))
-    phone_masked = fields.Function(lambda user: mask_phone(user.phone))
+    phone_masked = fields.Function(lambda user: mask_phone(user.phone) or None)
     is_active = fields.Boolean()
 
 

@@ -4,11 +4,11 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import joinedload
 
 from gridapp.errors import AuthRequired, DeviceRevoked, InvalidCredentials
 from gridapp.extensions import db
 from gridapp.models import AdminArea, ApiToken, Device, User, utcnow
+from gridapp.services.access import Principal
 from gridapp.services.passwords import verify_password
 
 TOKEN_PREFIX = "gat_"
@@ -48,31 +48,34 @@ def issue_token(username: str, password: str, ttl_seconds: int) -> tuple[str, Ap
     return new_token(check_credentials(username, password), ttl_seconds)
 
 
-# Built once: the statement and its cache key are the same on every authenticated request. The area's
-# boundary (possibly a county outline of tens of thousands of vertices) is not needed to authorise.
-_TOKEN_QUERY = (
-    select(ApiToken)
-    .options(joinedload(ApiToken.user).joinedload(User.area).defer(AdminArea.boundary))
-    .where(ApiToken.token_hash == bindparam("token_hash"))
+# Built once, on the tables (Core, no ORM objects): one row holds all that authentication and authorization
+# need. psycopg prepares it after a few uses on a connection, and keeps it while requests end with COMMIT.
+_tokens, _users, _areas, _devices = (model.__table__ for model in (ApiToken, User, AdminArea, Device))
+_PRINCIPAL_QUERY = (
+    select(_tokens.c.id, _tokens.c.user_id, _tokens.c.device_id, _tokens.c.expires_at, _tokens.c.revoked_at,
+           _users.c.role, _users.c.is_active, _areas.c.code.label("area_code"), _devices.c.state.label("device_state"))
+    .select_from(_tokens.join(_users, _users.c.id == _tokens.c.user_id)
+                 .join(_areas, _areas.c.id == _users.c.area_id)
+                 .outerjoin(_devices, _devices.c.id == _tokens.c.device_id))
+    .where(_tokens.c.token_hash == bindparam("token_hash"))
 )
 
 
-def user_for_token(token: str | None) -> tuple[User, ApiToken]:
-    """Return the active user and token row for a bearer token.
+def principal_for_token(token: str | None) -> Principal:
+    """Return who holds a bearer token: user id, role and area code, read fresh on every call (no cache,
+    so a revoked token, a disabled user or a revoked phone is refused at once).
 
     :raises AuthRequired: missing, unknown, expired or revoked token, or a disabled user.
     :raises DeviceRevoked: the token belongs to a revoked phone (it must wipe, not refresh).
     """
     if not token or not token.startswith(TOKEN_PREFIX):
         raise AuthRequired()
-    row = db.session.execute(_TOKEN_QUERY, {"token_hash": digest(token)}).unique().scalar_one_or_none()
-    if row is not None and row.device_id is not None and row.revoked_at is not None:
-        device = db.session.get(Device, row.device_id)
-        if device is not None and device.state == "revoked":
-            raise DeviceRevoked(wipe=True)
-    if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.user.is_active:
+    row = db.session.connection().execute(_PRINCIPAL_QUERY, {"token_hash": digest(token)}).first()
+    if row is not None and row.device_id is not None and row.revoked_at is not None and row.device_state == "revoked":
+        raise DeviceRevoked(wipe=True)
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.is_active:
         raise AuthRequired()
-    return row.user, row
+    return Principal(user_id=row.user_id, token_id=row.id, role=row.role, area_code=row.area_code)
 
 
 def revoke_token(row: ApiToken) -> None:

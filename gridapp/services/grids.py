@@ -42,17 +42,12 @@ _PAGE_SQL = text(_FEATURE_SQL.format(where="""
          OR ST_Intersects(c.geom, ST_MakeEnvelope(:min_lon, :min_lat, :max_lon, :max_lat, 4326)))"""))
 _ONE_SQL = text(_FEATURE_SQL.format(where="AND c.code = :code"))
 
-# A point on an edge or vertex shared by several cells belongs to the one with the lowest code.
+# The cell containing a point, from the SQL function grid_locate (migration a5c81d2e7b90): its plan is
+# made once per connection, where this query as a plain statement was planned on every call. A point
+# on an edge or vertex shared by several cells belongs to the one with the lowest code.
 _LOCATE_SQL = text("""
-SELECT c.id, c.code, c.name, v.code AS village_code, v.name AS village_name, c.township_id,
-       t.code AS township_code, t.name AS township_name
-FROM grid_cells c
-JOIN admin_areas v ON v.id = c.village_id
-JOIN admin_areas t ON t.id = c.township_id
-WHERE c.valid_to IS NULL AND c.code LIKE :prefix || '%'
-  AND ST_Intersects(c.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))
-ORDER BY c.code
-LIMIT 1
+SELECT id, code, name, village_code, village_name, township_id, township_code, township_name
+FROM grid_locate(:prefix, :lon, :lat)
 """)
 
 

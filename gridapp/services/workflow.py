@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from gridapp.errors import (
     AfterPhotoRequired,
@@ -79,7 +80,16 @@ ACTIONS = {a.name: a for a in (
 
 def work_calendar() -> WorkCalendar:
     """The national calendar with this deployment's imported local days."""
-    return WorkCalendar({d.day: d.is_workday for d in db.session.scalars(select(CalendarDay))})
+    return WorkCalendar(dict(db.session.execute(select(CalendarDay.day, CalendarDay.is_workday)).all()))
+
+
+def case_for_answer(incident_id: uuid.UUID) -> Incident:
+    """Load a case with what its API answer names (category, cell code, reporter, squad, task user) in one
+    statement, without the cell's geometry; for after an action committed (its scope was checked)."""
+    return db.session.scalar(select(Incident).where(Incident.id == incident_id).options(
+        joinedload(Incident.category), joinedload(Incident.cell).load_only(GridCell.code),
+        joinedload(Incident.reporter).load_only(User.username), joinedload(Incident.squad),
+        joinedload(Incident.task_user).load_only(User.username)))
 
 
 def allowed_actions(incident: Incident, user: User) -> list[str]:
@@ -121,12 +131,18 @@ def perform(incident_id: uuid.UUID, action_name: str, actor: User | None, *, pre
     :raises AfterPhotoRequired: completing without an after-handling photo.
     :raises PhotoImmutable: a photo's attachment_id is already declared with other content.
     """
-    action = ACTIONS.get(action_name)
-    if action is None:
-        raise WorkflowInputInvalid(f"Unknown action {action_name!r}.", actions=sorted(ACTIONS))
+    _action(action_name)
     incident = incidents_.lock_incident(incident_id)
-    if incident is None or not db.session.get(AdminArea, incident.township_id).code.startswith(prefix):
+    if incident is None or not _in_area(incident, prefix):
         raise IncidentNotFound(id=str(incident_id))
+    return perform_locked(incident, action_name, actor, reason=reason, params=params, photos=photos)
+
+
+def perform_locked(incident: Incident, action_name: str, actor: User | None, *, reason: str | None = None,
+                   params: dict | None = None, photos: list[dict] | None = None) -> IncidentEvent:
+    """Take a workflow action on a case the caller has already locked (`lock_incident`) and scoped, as
+    `perform` does; a job uses it to lock once for several steps. Raises as `perform` does."""
+    action = _action(action_name)
     role = actor.role if actor else SYSTEM
     if role not in action.roles:
         raise Forbidden(f"A {role} may not {action.name.replace('_', ' ')}.", action=action.name)
@@ -151,17 +167,29 @@ def perform(incident_id: uuid.UUID, action_name: str, actor: User | None, *, pre
     incident.updated_at = utcnow()
     event = IncidentEvent(incident_id=incident.id, action=f"incident.{action.name}", actor_id=actor.id if actor else None,
                           actor_role=role, from_status=before, to_status=incident.status, reason=reason,
-                          details=details)
+                          details=details, outbox=[OutboxMessage(kind=kind, incident=incident)
+                                                   for kind in FOLLOW_UPS.get(action.name, ())])
     db.session.add(event)
-    db.session.flush()
+    db.session.flush()  # one flush: the case's update, its event and outbox rows (their ids for the caller)
     if photos:
         declared = [photos_.declare_photo(incident, spec, user=actor, event_id=event.id) for spec in photos]
         event.details = {**event.details, "photos": [{"attachment_id": str(p.id), "type": p.photo_type,
                                                       "sha256": p.sha256} for p in declared]}
-    for kind in FOLLOW_UPS.get(action.name, ()):
-        db.session.add(OutboxMessage(kind=kind, incident_id=incident.id, event_id=event.id))
-    db.session.flush()
+        db.session.flush()
     return event
+
+
+def _action(name: str) -> Action:
+    action = ACTIONS.get(name)
+    if action is None:
+        raise WorkflowInputInvalid(f"Unknown action {name!r}.", actions=sorted(ACTIONS))
+    return action
+
+
+def _in_area(incident: Incident, prefix: str) -> bool:
+    """Tell whether the case's township is inside a scope (the code alone: the area row carries its boundary)."""
+    return not prefix or db.session.scalar(select(AdminArea.code).where(AdminArea.id == incident.township_id)) \
+        .startswith(prefix)
 
 
 def _has_after_photo(incident: Incident, photos: list[dict]) -> bool:
@@ -180,8 +208,7 @@ def record_event(incident: Incident, action: str, details: dict) -> IncidentEven
     """Record something the system did or noticed that leaves the status as it is (routing, deadlines)."""
     event = IncidentEvent(incident_id=incident.id, action=action, actor_id=None, actor_role=SYSTEM,
                           from_status=incident.status, to_status=incident.status, details=details)
-    db.session.add(event)
-    db.session.flush()
+    db.session.add(event)  # flushed with the caller's next change: nothing needs its id
     return event
 
 
@@ -266,7 +293,7 @@ def _merge(incident, actor, reason, params):
 
 def _dispatch(incident, actor, reason, params):
     squad = _squad(params.get("squad_code"), incident)
-    incident.assigned_squad_id = squad.id
+    incident.squad = squad  # the relationship: the squad stays loaded for the notification's body
     condition = db.session.get(CategoryCondition, incident.condition_id)
     incident.due_at = work_calendar().add(utcnow(), condition.time_limit, condition.time_unit)
     incident.warned_at = incident.overdue_at = None

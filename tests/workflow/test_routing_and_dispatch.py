@@ -4,11 +4,11 @@ from datetime import date
 import pytest
 from openpyxl import Workbook
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gridapp.extensions import db
 from gridapp.jobs import queue
-from gridapp.jobs.dispatch import DELIVERY_INTERVALS, deliver_notification, process_outbox_message
+from gridapp.jobs.dispatch import DELIVERY_INTERVALS, _notifications, deliver_notification, process_outbox_message
 from gridapp.jobs.worker import run_worker
 from gridapp.models import AuditEvent, CalendarDay, Category, Incident, Notification, OutboxMessage, ResponsibilityRule
 from gridapp.services.workflow import work_calendar
@@ -233,3 +233,45 @@ def test_dead_letters_are_listed_and_retried(app, client, world):
         assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "notification.retry")) is not None
     finally:
         receiver.close()
+
+
+def test_route_job_locks_once_and_loads_no_geometry(app, client, world, receiver):
+    """The route job is a short, fixed list of statements: routing, dispatch and notification in one flush
+    per step, the case locked once, no cell or area geometry read (a regression guard, not a timing)."""
+    add_rule(world, world["squad_a"], category=garbage(world), area=world["township_a"], auto=True)
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    route = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.incident_id == case))
+    db.session.remove()
+    statements = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert process_outbox_message(route) == "done"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(statements) <= 16, statements  # 33 before the rework
+    assert sum("FROM incidents" in s and "FOR NO KEY UPDATE" in s for s in statements) == 1
+    assert not [s for s in statements if "grid_cells.geom" in s or "admin_areas.boundary" in s]
+    incident = db.session.get(Incident, case)
+    [delivered] = [r["body"] for r in receiver.received]
+    assert (delivered["cell_code"], delivered["squad"], delivered["status"]) == (world["cells_a"][0].code, "01", "dispatched")
+    assert delivered["due_at"] == incident.due_at.isoformat()
+
+
+def test_a_notification_is_written_once_per_idempotency_key(app, client, world):
+    """A second run (a sweep or job repeated) gets the ids of what is there already, and writes no row twice."""
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    act(client, world["users"]["dispatcher"], case, "dispatch", squad_code="01")
+    incident = db.session.get(Incident, case)
+    first = _notifications([(incident, "incident.overdue", "k1"), (incident, "incident.overdue", "k2")])
+    again = _notifications([(incident, "incident.overdue", "k2"), (incident, "incident.overdue", "k3")])
+    db.session.commit()
+    assert len(first) == 2 and again[0] == first[1] and again[1] not in first
+    keys = db.session.scalars(select(Notification.idempotency_key).where(Notification.incident_id == case)
+                              .order_by(Notification.id)).all()
+    assert keys == ["k1", "k2", "k3"]
