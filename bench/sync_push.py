@@ -429,7 +429,7 @@ SQL_KINDS = [
     (r"FROM sync_receipts\s+WHERE sync_receipts\.device_id", "receipt lookup by (device, seq)"),
     (r"FROM incidents\s+WHERE incidents\.id IN", "incidents exist? (one lookup for a run)"),
     (r"FROM incidents\s+WHERE incidents\.id = %\(pk_1\)s", "incident exists? (get by id)"),
-    (r"grid_cells", "cell lookup (ST_Intersects)"),
+    (r"grid_cells|grid_locate", "cell lookup (ST_Intersects)"),
     (r"FROM categories", "category lookup"),
     (r"FROM admin_areas", "county code of township"),
     (r"case_number_counters", "case-number counter UPSERT"),

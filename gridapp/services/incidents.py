@@ -76,16 +76,11 @@ def place(location: dict):
     return Point(lon, lat), cell_at(lon, lat)
 
 
-# The batch form of grids.cell_at (its prefix empty): a point on an edge or vertex shared by several
-# cells belongs to the one with the lowest code. tests/sync/test_bulk_push.py checks they agree.
+# grids.cell_at for many points at once: the same SQL function (grid_locate, lowest code on shared edges).
 _LOCATE_MANY_SQL = text("""
-SELECT p.ord, c.id, c.code, c.township_id, t.code AS township_code
+SELECT p.ord, c.id, c.code, c.township_id, c.township_code
 FROM unnest(CAST(:lons AS float8[]), CAST(:lats AS float8[])) WITH ORDINALITY AS p(lon, lat, ord)
-CROSS JOIN LATERAL (
-    SELECT c.id, c.code, c.township_id FROM grid_cells c
-    WHERE c.valid_to IS NULL AND ST_Intersects(c.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))
-    ORDER BY c.code LIMIT 1) c
-JOIN admin_areas t ON t.id = c.township_id
+CROSS JOIN LATERAL grid_locate('', p.lon, p.lat) c
 """)
 
 
