@@ -4,6 +4,7 @@ Run from the project root (database with PostGIS: `scripts/setup.sh gridapp_benc
 
     .venv/bin/python -m bench.dispatch_latency [--smoke] [--workers 3] [--rate 50] [--seconds 30]
                                                [--ramp 50,100,150,200] [--ramp-seconds 20]
+                                               [--register arrival|dispatcher]
 
 The database is GRIDAPP_BENCH_DISPATCH_DB_URL (default gridapp_bench_dispatch on 127.0.0.1); its name must end in
 `_bench_dispatch` because the script drops every table. Redis database 12 is flushed at the start.
@@ -13,15 +14,20 @@ team with one squad whose webhook is a loopback HTTP receiver inside this proces
 incident), and a responsibility rule for category 06010 in the township with auto_dispatch=True.
 
 The path (all real processes on 127.0.0.1): a reference phone (sync.client.PhoneClient over HTTP, one keep-alive
-connection per sender thread) pushes one incident.create → gunicorn commits it and answers → the benchmark, acting
-as the dispatcher, POSTs /api/v1/incidents/{id}/actions/register → commit + outbox `route` → one RQ job routes,
-auto-dispatches and writes the notification in one transaction, then makes the first webhook POST itself.
+connection per sender thread) pushes one incident.create → gunicorn commits it and answers → one RQ job routes,
+auto-dispatches and writes the notification in one transaction, then makes the first webhook POST itself. How the
+report is registered (立案) before the job is `--register`:
+- `arrival` (default): the category is `auto_register` (自动立案), so the push's own transaction registers the
+  report and writes the outbox `route`; no human step, as "from a synced report's commit" reads.
+- `dispatcher`: the category waits for a dispatcher; the benchmark, acting as one, POSTs
+  /api/v1/incidents/{id}/actions/register right after the push (commit + outbox `route`).
 
 What is measured (clock: time.monotonic() in this one process):
 - PRIMARY "push commit → webhook": from the moment the push response arrived (the incident's commit happened just
   before the response was written, so this is at most a loopback response transit late) to the webhook arrival.
-  It includes the register API call, since registration is a dispatcher action in the workflow.
-- "register commit → webhook": from the register response's arrival: the background part alone (one RQ job).
+  With `--register dispatcher` it includes the register API call.
+- "register commit → webhook": from the register response's arrival (= the push's with `arrival`): the
+  background part alone (one RQ job).
 - Server-side split from the database (PostgreSQL now() = transaction start, same machine clock): register event →
   the route job's transaction (queue wait) → sent_at (the job, its commit and the POST).
 - CPU per part of the system (bench process, gunicorn, RQ workers, PostgreSQL backends, the rest of the machine).
@@ -122,7 +128,7 @@ class Receiver:
 
 # --- set-up ---------------------------------------------------------------------------------------
 
-def set_up(app, hook_url: str, phones: int) -> dict:
+def set_up(app, hook_url: str, phones: int, register_on_arrival: bool) -> dict:
     """World + squad + auto-dispatch rule; returns worker usernames with their cells and the dispatcher token."""
     from gridapp.extensions import db
     from gridapp.models import AdminArea, Category, ResponsibilityRule
@@ -136,6 +142,7 @@ def set_up(app, hook_url: str, phones: int) -> dict:
         squad = ensure_squad(team, "01", "一中队", [])
         squad.webhook_url, squad.webhook_secret = hook_url, HOOK_SECRET
         category = db.session.scalar(select(Category).where(Category.code == CATEGORY))
+        category.auto_register = register_on_arrival
         db.session.add(ResponsibilityRule(category_id=category.id, area_id=township.id, squad_id=squad.id,
                                           priority=10, is_fallback=False, auto_dispatch=True))
         token, _ = issue_token(DISPATCHER, DISPATCHER_PASSWORD, 24 * 3600)
@@ -195,11 +202,12 @@ def rq_workers(db_url: str, count: int):
 class Sender(threading.Thread):
     """One phone (its own SQLite store and keep-alive connection) plus a dispatcher connection."""
 
-    def __init__(self, index, base_url, username, cells, headers, jobs, records, workdir, seed):
+    def __init__(self, index, base_url, username, cells, headers, jobs, records, workdir, seed, register: bool):
         super().__init__(daemon=True)
         self.index, self.base_url, self.username, self.cells = index, base_url, username, cells
         self.headers, self.jobs, self.records, self.workdir = headers, jobs, records, workdir
         self.rng = random.Random(seed)
+        self.register = register  # act as the dispatcher after each push (else the push registered it)
         self.ready, self.errors = threading.Event(), []
 
     def run(self):
@@ -226,6 +234,12 @@ class Sender(threading.Thread):
                 record["pushed"] = time.monotonic()
                 if results.get("applied") != 1:
                     raise RuntimeError(f"push result {results}")
+                record["incident_id"] = incident_id
+                if not self.register:
+                    record["registered"] = record["pushed"]
+                    self.records.append(record)
+                    continue
+                del record["incident_id"]
                 api.request("POST", f"/api/v1/incidents/{incident_id}/actions/register",
                             body=json.dumps({"reason": None, "params": {}}), headers=self.headers)
                 response = api.getresponse()
@@ -385,6 +399,8 @@ def parse_args(argv=None):
     parser.add_argument("--ramp-seconds", type=float, default=20.0)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--register", choices=("arrival", "dispatcher"), default="arrival",
+                        help="arrival: the category registers on arrival (自动立案); dispatcher: a register call follows")
     return parser.parse_args(argv)
 
 
@@ -404,7 +420,8 @@ def main(argv=None) -> int:
           f"{args.gunicorn_workers}×{args.gunicorn_threads}; sender threads {args.senders}")
     app = make_app(db_url)  # Redis db 12 (set at create_app time)
     receiver = Receiver()
-    world = set_up(app, receiver.url, args.senders)
+    world = set_up(app, receiver.url, args.senders, register_on_arrival=args.register == "arrival")
+    print(f"registration: {args.register}")
     print(f"set-up {world['load_s']:.1f} s (township {world['township']}, webhook {receiver.url})")
     results, jobs, records = [], queue.Queue(), []
     senders = []
@@ -419,7 +436,7 @@ def main(argv=None) -> int:
             for index in range(args.senders):
                 username, cells = world["workers"][index]
                 sender = Sender(index, base_url, username, cells, world["dispatcher_headers"], jobs, records,
-                                Path(workdir), seed=index)
+                                Path(workdir), seed=index, register=args.register == "dispatcher")
                 sender.start()
                 senders.append(sender)
             for sender in senders:
@@ -464,7 +481,8 @@ def main(argv=None) -> int:
         return r["push"] and not r["missing"] and not r["n_errors"] and percentile(r["push"], 95) < bound \
             and r["achieved"] >= 0.95 * r["rate"]
 
-    print("== targets (latency = push commit → webhook arrival, incl. the register API call)")
+    print("== targets (latency = push commit → webhook arrival" +
+          (", incl. the register API call)" if args.register == "dispatcher" else "; registered on arrival)"))
     main_result = results[0]
     p95 = percentile(main_result["push"], 95) if main_result["push"] else float("nan")
     print(f"p95 < 300 ms at {args.rate:.0f} reports/s: p95 {p95 * 1000:.1f} ms, achieved "

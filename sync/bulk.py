@@ -4,7 +4,7 @@ A batch is applied in order. Consecutive `incident.create` mutations that need n
 applied in one transaction: one receipt/device_seq lookup, one exists check, one cell lookup, one category
 lookup, one case-number block per county, one duplicate search, multi-row INSERTs of receipts, incidents and
 revisions, one block of sync_seq numbers, one COMMIT. Everything else (replays, reused ids or device_seq,
-invalid or out-of-scope items, photos, updates, notes) goes through sync.push one mutation at a time, in its
+invalid or out-of-scope items, photos, reports registered on arrival, updates, notes) goes through sync.push one mutation at a time, in its
 place in the batch, and so do the items of a run whose transaction fails (a concurrent copy of the same
 request committed first: one by one they answer `duplicate`). The results are those of the one-by-one path.
 """
@@ -22,7 +22,7 @@ import geo.crs
 from geo.errors import GeometryError
 from gridapp.extensions import db
 from gridapp.models import Incident, IncidentRevision, SyncReceipt, utcnow
-from gridapp.services import incidents
+from gridapp.services import incidents, workflow
 from sync import protocol as p
 from sync.push import RETRYABLE_SQLSTATES, PushContext, apply_in_own_transaction
 from sync.schemas import MUTATION_SCHEMAS
@@ -91,6 +91,9 @@ def screen(raws: list, ctx: PushContext) -> list[PlainCreate | None]:
             continue
         if mutation["incident_id"] not in ctx.quarantined_incidents:
             plan[i] = PlainCreate(raw, p.body_hash(raw), mutation, lon, lat)
+    if not ctx.trusted:  # a report registered on arrival (自动立案) gets its event and outbox one by one
+        auto = workflow.codes_registered_on_arrival({c.mutation["data"]["category"] for c in plan if c is not None})
+        plan = [None if c is not None and c.mutation["data"]["category"] in auto else c for c in plan]
     creates = [c for c in plan if c is not None]
     if not creates:
         return plan

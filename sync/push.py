@@ -30,7 +30,7 @@ from gridapp.models import (
     User,
     utcnow,
 )
-from gridapp.services import incidents, photos
+from gridapp.services import incidents, photos, workflow
 from gridapp.services.scope import codes_within_grace, current_scope
 from sync import protocol as p
 from sync.schemas import MUTATION_SCHEMAS, IncidentDataSchema
@@ -52,11 +52,12 @@ class PushContext:
     unknown_incident_window: timedelta
     trusted: bool = False  # a dispatcher applying a reviewed item: the scope check is theirs
     quarantined_incidents: set = field(default_factory=set)  # incident ids quarantined earlier in the batch
+    outbox: list = field(default_factory=list)  # committed outbox message ids, to enqueue after the batch
     _grace_codes: frozenset | None = None
 
     def __post_init__(self):
         # Plain values: reading them from the ORM objects after each COMMIT would reload the rows.
-        self.user_id, self.device_id = self.user.id, self.device.id
+        self.user_id, self.device_id, self.user_role = self.user.id, self.device.id, self.user.role
         self.area_id, self.area_code = self.user.area_id, self.user.area.code
 
     def scope_codes(self) -> frozenset[str]:
@@ -87,7 +88,8 @@ class Retry(Exception):
 def apply_in_own_transaction(raw, ctx: PushContext) -> dict:
     """Apply one raw mutation in its own transaction and commit; a race or deadlock is tried again."""
     for attempt in range(1, ATTEMPTS + 1):
-        quarantined = set(ctx.quarantined_incidents)  # a rolled-back attempt's quarantine did not happen
+        # A rolled-back attempt's quarantine and outbox messages did not happen.
+        quarantined, outbox = set(ctx.quarantined_incidents), len(ctx.outbox)
         try:
             result = apply_mutation(raw, ctx)
             db.session.commit()
@@ -96,10 +98,12 @@ def apply_in_own_transaction(raw, ctx: PushContext) -> dict:
             # Another request committed the same mutation (or id) first: the next attempt sees its receipt.
             db.session.rollback()
             ctx.quarantined_incidents = quarantined
+            del ctx.outbox[outbox:]
             log.info("push: integrity race on attempt %d, retrying", attempt)
         except OperationalError as exc:
             db.session.rollback()
             ctx.quarantined_incidents = quarantined
+            del ctx.outbox[outbox:]
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
                 raise
             log.info("push: %s on attempt %d, retrying", exc.orig.sqlstate, attempt)
@@ -263,6 +267,10 @@ def _create(mutation: dict, ctx: PushContext) -> dict:
         mutation_id=mutation["mutation_id"], township_id=ctx.area_id, party=data.get("party"), placed=(point, cell),
     )
     declared = _declare_photos(incident, mutation["photos"], ctx)
+    # 自动立案 from the phone only: a dispatcher applying a reviewed item decides on registering it.
+    registered = None if ctx.trusted else workflow.register_on_arrival(incident, ctx.user_role)
+    if registered is not None:
+        ctx.outbox.extend(message.id for message in registered.outbox)
     warnings = []
     if incident.is_outside_grid:
         warnings.append("outside_grid")

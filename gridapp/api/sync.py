@@ -9,6 +9,7 @@ from sqlalchemy import select
 from gridapp.api.security import require
 from gridapp.errors import CursorInvalid, DeviceDraining, PayloadTooLarge, ProtocolUnsupported
 from gridapp.extensions import db
+from gridapp.jobs.dispatch import enqueue_outbox
 from gridapp.models import PHOTO_TYPES, Incident, IncidentNote, utcnow
 from gridapp.services.access import scope_prefix
 from sync import protocol as p
@@ -94,6 +95,7 @@ def push(batch):
                       grace=timedelta(days=cfg["SYNC_SCOPE_GRACE_DAYS"]),
                       unknown_incident_window=timedelta(days=cfg["SYNC_UNKNOWN_INCIDENT_DAYS"]))
     results = push_batch(batch["mutations"], ctx, set_based=cfg["SYNC_BULK_PUSH"])
+    enqueue_outbox(ctx.outbox)  # reports registered on arrival: their route jobs, after their commits
     _add_applied_seq(results)
     return {"results": results, "server_time": utcnow(), "clock_offset_ms": offset, "clock_suspect": suspect}
 

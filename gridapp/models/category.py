@@ -27,6 +27,9 @@ class Category(TimestampMixin, Base):
     major_name: Mapped[str] = mapped_column(String(100))
     is_local_extension: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # 自动立案: a grid worker's report of this 小类 inside the grid is registered on arrival and routed at
+    # once (docs/workflow.md); the others wait in the queue for a dispatcher.
+    auto_register: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     # Phones receive the catalogue through sync pull, ordered like every synced row.
     sync_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 

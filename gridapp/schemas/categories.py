@@ -21,6 +21,7 @@ class CategorySchema(Schema):
     major_code = fields.String()
     major_name = fields.String()
     is_local_extension = fields.Boolean()
+    auto_register = fields.Boolean(metadata={"description": "自动立案: grid workers' reports are registered on arrival"})
     conditions = fields.List(fields.Nested(ConditionSchema))
 
 

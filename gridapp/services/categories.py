@@ -13,8 +13,9 @@ from gridapp.models import CATEGORY_KINDS, TIME_UNITS, Category, CategoryConditi
 # One row per 立案条件; a 小类 with several conditions has several rows with the same code.
 CATALOGUE_COLUMNS = (
     "standard", "kind", "code", "name", "major_code", "major_name",
-    "register_condition", "close_condition", "time_limit", "time_unit", "is_local_extension",
+    "register_condition", "close_condition", "time_limit", "time_unit", "is_local_extension", "auto_register",
 )
+OPTIONAL_COLUMNS = ("is_local_extension", "auto_register")  # yes/no flags; absent means no
 # Chinese spellings accepted for kind and time_unit, since counties edit these files in Excel.
 _KIND_ALIASES = {**{v: k for k, v in CATEGORY_KINDS.items()}, "事件": "event"}
 _UNIT_ALIASES = {v: k for k, v in TIME_UNITS.items()}
@@ -33,6 +34,7 @@ class CatalogueRow:
     time_limit: int
     time_unit: str
     is_local_extension: bool
+    auto_register: bool = False
 
 
 def parse_catalogue_csv(text: str) -> list[CatalogueRow]:
@@ -46,7 +48,7 @@ def parse_catalogue(table: list[dict[str, str]]) -> list[CatalogueRow]:
     :raises CatalogueInvalid: missing columns or bad rows (details.rows: line → problems).
     """
     columns = set(table[0]) if table else set()
-    missing = [c for c in CATALOGUE_COLUMNS if c not in columns and c != "is_local_extension"]
+    missing = [c for c in CATALOGUE_COLUMNS if c not in columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise CatalogueInvalid("The catalogue lacks columns.", missing_columns=missing)
     rows, problems = [], {}
@@ -76,13 +78,17 @@ def parse_catalogue(table: list[dict[str, str]]) -> list[CatalogueRow]:
             major_code=raw["major_code"], major_name=raw["major_name"],
             register_condition=raw["register_condition"], close_condition=raw["close_condition"],
             time_limit=int(raw["time_limit"]), time_unit=unit,
-            is_local_extension=raw.get("is_local_extension", "").lower() in ("1", "true", "yes", "是"),
+            is_local_extension=_yes(raw.get("is_local_extension")), auto_register=_yes(raw.get("auto_register")),
         ))
     if problems:
         raise CatalogueInvalid(rows=problems)
     if not rows:
         raise CatalogueInvalid("The catalogue has no rows.")
     return rows
+
+
+def _yes(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "是")
 
 
 def import_catalogue(rows: list[CatalogueRow]) -> dict:
@@ -105,7 +111,7 @@ def import_catalogue(rows: list[CatalogueRow]) -> dict:
         else:
             counts["updated"] += 1
         category.name, category.major_code, category.major_name = first.name, first.major_code, first.major_name
-        category.is_local_extension = first.is_local_extension
+        category.is_local_extension, category.auto_register = first.is_local_extension, first.auto_register
         wanted = [(r.register_condition, r.close_condition, r.time_limit, r.time_unit) for r in group]
         have = [(c.register_condition, c.close_condition, c.time_limit, c.time_unit) for c in category.conditions]
         if wanted != have:  # only rewrite conditions that changed, so a re-import is a no-op

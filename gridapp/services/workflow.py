@@ -26,6 +26,7 @@ from gridapp.models import (
     AdminArea,
     CalendarDay,
     CaseRequest,
+    Category,
     CategoryCondition,
     EnforcementTeam,
     GridCell,
@@ -59,7 +60,7 @@ class Action:
 ACTIONS = {a.name: a for a in (
     Action("request_verification", ("reported",), "verifying", CHIEFS),
     Action("verify", ("verifying",), None, WORKER),  # exists → reported, else invalid (with a reason)
-    Action("register", ("reported",), "registered", CHIEFS),
+    Action("register", ("reported",), "registered", CHIEFS | {SYSTEM}),  # the system: 自动立案 on arrival
     Action("reject", ("reported", "verifying"), "invalid", CHIEFS, reason_required=True),
     Action("merge", ("reported", "verifying"), "duplicate", CHIEFS),
     Action("dispatch", ("registered", "returned"), "dispatched", CHIEFS | {SYSTEM}),
@@ -177,6 +178,28 @@ def perform_locked(incident: Incident, action_name: str, actor: User | None, *, 
                                                       "sha256": p.sha256} for p in declared]}
         db.session.flush()
     return event
+
+
+AUTO_REGISTER_REASON = "自动立案"
+
+
+def register_on_arrival(incident: Incident, reporter_role: str) -> IncidentEvent | None:
+    """自动立案: register a grid worker's new report at once when its 小类 is `auto_register`.
+
+    Only a report inside the grid and not a likely duplicate: those wait for a dispatcher. Returns the
+    register event, whose outbox (the `route` message) the caller enqueues after its commit, or None.
+    """
+    if (reporter_role != "grid_worker" or incident.is_outside_grid or incident.likely_duplicate_of is not None
+            or incident.category_id is None):
+        return None
+    if not db.session.scalar(select(Category.auto_register).where(Category.id == incident.category_id)):
+        return None
+    return perform_locked(incident, "register", None, reason=AUTO_REGISTER_REASON)
+
+
+def codes_registered_on_arrival(codes: set[str]) -> set[str]:
+    """Return the category codes among these whose 小类 is `auto_register`."""
+    return set(db.session.scalars(select(Category.code).where(Category.code.in_(codes), Category.auto_register)))
 
 
 def _action(name: str) -> Action:
