@@ -38,19 +38,24 @@ def next_case_number(county_code: str, when: datetime) -> str:
 def case_numbers(counts: dict[str, int], when: datetime) -> dict[str, list[str]]:
     """Hand out blocks of 案卷号, `counts[county]` for each county, in one statement.
 
-    Each (county, day) counter row stays locked until the transaction ends, so the numbers have no gaps;
-    rows are taken in code order, so two transactions wanting several counties cannot deadlock.
+    The statement runs in a short transaction of its own, committed at once: the (county, day) counter row
+    is locked for that statement only, not until the caller's transaction ends, which would serialise every
+    report of a county behind the slowest (bench/RESULTS.md, "Dispatch"). Numbers are unique and increase
+    in the order they are handed out; a caller that rolls back leaves a gap in the day's sequence. Rows are
+    taken in code order, so two callers wanting several counties cannot deadlock.
     """
     day = when.astimezone(CASE_NUMBER_TZ).strftime("%Y%m%d")
     counties = sorted(counts)
-    rows = db.session.execute(text("""
-        INSERT INTO case_number_counters (county_code, day, last)
-        SELECT county, :day, n FROM unnest(CAST(:counties AS text[]), CAST(:counts AS int[])) AS t(county, n)
-        ORDER BY county
-        ON CONFLICT (county_code, day) DO UPDATE SET last = case_number_counters.last + EXCLUDED.last
-        RETURNING county_code, last"""), {"day": day, "counties": counties, "counts": [counts[c] for c in counties]})
-    return {county: [f"{county}{day}{seq:05d}" for seq in range(last - counts[county] + 1, last + 1)]
-            for county, last in rows}
+    with db.engine.begin() as connection:
+        rows = connection.execute(text("""
+            INSERT INTO case_number_counters (county_code, day, last)
+            SELECT county, :day, n FROM unnest(CAST(:counties AS text[]), CAST(:counts AS int[])) AS t(county, n)
+            ORDER BY county
+            ON CONFLICT (county_code, day) DO UPDATE SET last = case_number_counters.last + EXCLUDED.last
+            RETURNING county_code, last"""), {"day": day, "counties": counties, "counts": [counts[c] for c in counties]})
+        blocks = {county: [f"{county}{day}{seq:05d}" for seq in range(last - counts[county] + 1, last + 1)]
+                  for county, last in rows}
+    return blocks
 
 
 def category_for_code(code: str) -> Category | None:
