@@ -69,8 +69,8 @@ REDIS_URL = "redis://127.0.0.1:6379/12"
 CATEGORY = "06010"
 # The reports are random points of one category, dozens per cell: at the default 50 m most would be flagged
 # as likely duplicates, which (by design) wait for a dispatcher instead of registering on arrival. A real
-# stream is not like that, so duplicates count within 1 m here; the search still runs for every report.
-APP_ENV = {"GRIDAPP_DUPLICATE_DISTANCE_M": "1"}
+# stream is not like that, so duplicates count within 0.1 m here; the search still runs for every report.
+APP_ENV = {"GRIDAPP_DUPLICATE_DISTANCE_M": "0.1"}
 HOOK_SECRET = "bench-hook-secret"
 TARGET_P95_S = 0.300
 RAMP_P95_S = 1.0
