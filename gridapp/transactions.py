@@ -9,15 +9,21 @@ Everything else is left to the rollback as before: other methods, and requests t
 handlers in errors.py roll back before answering, so a handled error commits nothing either).
 """
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import g, request
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from gridapp.extensions import db
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 READ_METHODS = ("GET", "HEAD")
+# PostgreSQL's serialization failure and deadlock: the same work may succeed when tried again.
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+ATTEMPTS = 3
 
 
 def init_app(app) -> None:
@@ -45,3 +51,45 @@ def commit_if_unchanged() -> bool:
     except DBAPIError:  # a dead connection: the rollback at session.remove() discards it
         log.warning("commit at the end of a read request failed", exc_info=True)
         return False
+
+
+def _retryable(exc: OperationalError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def commit_retrying(work: Callable[[], T]) -> T:
+    """Run `work` and COMMIT; after a deadlock or serialization failure roll back and run it all again
+    (ATTEMPTS in all). Anything else, and the last failure, is rolled back and raised."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except OperationalError as exc:
+            db.session.rollback()
+            if not _retryable(exc) or attempt == ATTEMPTS:
+                raise
+            log.info("%s on attempt %d, running it again", exc.orig.sqlstate, attempt)
+    raise AssertionError("unreachable")
+
+
+def commit_unless_raced(work: Callable[[], T]) -> T | None:
+    """Run `work` and COMMIT; if it lost a race, roll back and return None.
+
+    A race is a unique key another transaction committed first (IntegrityError), a deadlock or a
+    serialization failure: the caller decides what to do next (look again, go one by one). Any other
+    database failure is rolled back and raised.
+    """
+    try:
+        result = work()
+        db.session.commit()
+        return result
+    except IntegrityError:
+        db.session.rollback()
+        log.info("lost a race on a unique key: rolled back")
+    except OperationalError as exc:
+        db.session.rollback()
+        if not _retryable(exc):
+            raise
+        log.info("%s: rolled back", exc.orig.sqlstate)
+    return None

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from marshmallow import ValidationError
 from shapely.geometry import Point
 from sqlalchemy import Row, insert, or_, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 import geo.crs
 from geo.errors import GeometryError
 from gridapp.extensions import db
 from gridapp.models import Incident, IncidentRevision, SyncReceipt, utcnow
 from gridapp.services import incidents, workflow
+from gridapp.transactions import commit_unless_raced
 from sync import protocol as p
-from sync.push import RETRYABLE_SQLSTATES, PushContext, apply_in_own_transaction
+from sync.push import PushContext, apply_in_own_transaction
 from sync.schemas import MUTATION_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -129,19 +129,12 @@ def apply_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     """Apply a run of plain creates in one transaction; if it fails, apply them one by one instead."""
     if not run:
         return []
-    try:
-        results = _insert_run(run, ctx)
-        db.session.commit()
+    results = commit_unless_raced(lambda: _insert_run(run, ctx))
+    if results is not None:
         return results
-    except IntegrityError:
-        # A concurrent request committed one of these first: one by one, each finds its receipt or collision.
-        db.session.rollback()
-        log.info("push: integrity race in a run of %d creates, applying them one by one", len(run))
-    except OperationalError as exc:
-        db.session.rollback()
-        if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-            raise
-        log.info("push: %s in a run of %d creates, applying them one by one", exc.orig.sqlstate, len(run))
+    # A concurrent request committed one of these first (or a deadlock): one by one, each finds its receipt
+    # or collision.
+    log.info("push: a run of %d creates rolled back, applying them one by one", len(run))
     return [apply_in_own_transaction(c.raw, ctx) for c in run]
 
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 from marshmallow import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from geo.errors import GeometryError
 from gridapp.errors import PhotoImmutable
@@ -32,14 +31,11 @@ from gridapp.models import (
 )
 from gridapp.services import incidents, photos, workflow
 from gridapp.services.scope import codes_within_grace, current_scope
+from gridapp.transactions import ATTEMPTS, commit_unless_raced
 from sync import protocol as p
 from sync.schemas import MUTATION_SCHEMAS, IncidentDataSchema
 
 log = logging.getLogger(__name__)
-
-# PostgreSQL's serialization failure and deadlock: the same work may succeed when tried again.
-RETRYABLE_SQLSTATES = {"40001", "40P01"}
-ATTEMPTS = 3
 
 @dataclass
 class PushContext:
@@ -88,25 +84,15 @@ class Retry(Exception):
 def apply_in_own_transaction(raw, ctx: PushContext) -> dict:
     """Apply one raw mutation in its own transaction and commit; a race or deadlock is tried again."""
     for attempt in range(1, ATTEMPTS + 1):
-        # A rolled-back attempt's quarantine and outbox messages did not happen.
         quarantined, outbox = set(ctx.quarantined_incidents), len(ctx.outbox)
-        try:
-            result = apply_mutation(raw, ctx)
-            db.session.commit()
+        result = commit_unless_raced(lambda: apply_mutation(raw, ctx))
+        if result is not None:
             return result
-        except IntegrityError:
-            # Another request committed the same mutation (or id) first: the next attempt sees its receipt.
-            db.session.rollback()
-            ctx.quarantined_incidents = quarantined
-            del ctx.outbox[outbox:]
-            log.info("push: integrity race on attempt %d, retrying", attempt)
-        except OperationalError as exc:
-            db.session.rollback()
-            ctx.quarantined_incidents = quarantined
-            del ctx.outbox[outbox:]
-            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                raise
-            log.info("push: %s on attempt %d, retrying", exc.orig.sqlstate, attempt)
+        # The rolled-back attempt's quarantine and outbox messages did not happen. If another request
+        # committed the same mutation (or id) first, the next attempt sees its receipt.
+        ctx.quarantined_incidents = quarantined
+        del ctx.outbox[outbox:]
+        log.info("push: attempt %d rolled back, retrying", attempt)
     mutation_id = raw.get("mutation_id") if isinstance(raw, dict) else None
     return {"mutation_id": mutation_id, "status": p.RETRY, "code": "server_busy", "retry_after_s": 5}
 

@@ -1,9 +1,7 @@
 from flask import g
 from flask_smorest import Blueprint
-from sqlalchemy.exc import OperationalError
 
 from gridapp.api.security import require
-from gridapp.api.sync import ATTEMPTS, RETRYABLE_SQLSTATES
 from gridapp.errors import PROBLEM_MIME
 from gridapp.extensions import db
 from gridapp.jobs.dispatch import enqueue_outbox
@@ -20,6 +18,7 @@ from gridapp.schemas.incidents import (
 from gridapp.schemas.photos import PhotoSchema
 from gridapp.services import incidents, photos, workflow
 from gridapp.services.access import scope_prefix
+from gridapp.transactions import commit_retrying
 from sync.schemas import PartySchema
 
 blp = Blueprint("incidents", __name__, url_prefix="/api/v1/incidents", description="Incidents as reported")
@@ -73,17 +72,12 @@ def list_events(incident_id):
 @blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM_MIME, description="workflow.invalid_transition")
 def act(body, incident_id, action):
     """Take a workflow action (register, dispatch, accept, return, submit_result, pass_check, …)."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
-                                     reason=body["reason"], params=body["params"], photos=body["photos"])
-            outbox = [message.id for message in event.outbox]
-            db.session.commit()
-            break
-        except OperationalError as exc:  # a deadlock or serialisation failure: the whole action again
-            db.session.rollback()
-            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
-                raise
+    def perform():
+        event = workflow.perform(incident_id, action, g.user, prefix=scope_prefix(g.user),
+                                 reason=body["reason"], params=body["params"], photos=body["photos"])
+        return event, [message.id for message in event.outbox]
+
+    event, outbox = commit_retrying(perform)  # a deadlock: the whole action again
     enqueue_outbox(outbox)
     incident = workflow.case_for_answer(incident_id)
     return {"event": event, "incident": incident, "allowed_actions": workflow.allowed_actions(incident, g.user)}

@@ -17,8 +17,6 @@ from sync import pull as pull_
 from sync import review
 from sync.bulk import push_batch
 from sync.devices import device_for_token
-from sync.push import ATTEMPTS as ATTEMPTS  # shared with the other views that retry a deadlock
-from sync.push import RETRYABLE_SQLSTATES as RETRYABLE_SQLSTATES
 from sync.push import PushContext
 from sync.schemas import (
     ConflictResolveSchema,

@@ -13,10 +13,8 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from gridapp.api.photos import send_photo
-from gridapp.api.sync import ATTEMPTS, RETRYABLE_SQLSTATES  # a deadlock: the whole action again, as the API
 from gridapp.dashboard import bp
 from gridapp.dashboard.filters import ACTION_LABELS
 from gridapp.dashboard.photos import DASHBOARD_VARIANTS, case_photos
@@ -41,6 +39,7 @@ from gridapp.services import dispatching, early_warning, incidents, maptiles, ma
 from gridapp.services.access import can, scope_prefix
 from gridapp.services.auth import check_credentials
 from gridapp.services.filters import IncidentFilter
+from gridapp.transactions import commit_retrying
 from sync import review
 
 
@@ -267,18 +266,13 @@ def _params(form) -> dict:
 def act(incident_id, action):
     """Take a workflow action from the case page; refusals are shown on the page, nothing changes."""
     prefix = scope_prefix(g.user)
+    def perform():
+        event = workflow.perform(incident_id, action, g.user, prefix=prefix,
+                                 reason=request.form.get("reason"), params=_params(request.form))
+        return [message.id for message in event.outbox]
+
     try:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                event = workflow.perform(incident_id, action, g.user, prefix=prefix,
-                                         reason=request.form.get("reason"), params=_params(request.form))
-                outbox = [message.id for message in event.outbox]
-                db.session.commit()
-                break
-            except OperationalError as exc:
-                db.session.rollback()
-                if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
-                    raise
+        outbox = commit_retrying(perform)  # a deadlock: the whole action again, as the API does
     except (Forbidden, NotFound):
         db.session.rollback()
         raise

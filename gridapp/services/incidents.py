@@ -58,12 +58,6 @@ def case_numbers(counts: dict[str, int], when: datetime) -> dict[str, list[str]]
     return blocks
 
 
-def category_for_code(code: str) -> Category | None:
-    """Return the active event category of the default standard with this code, or None."""
-    return db.session.scalar(select(Category).where(
-        Category.standard == DEFAULT_STANDARD, Category.kind == "event", Category.code == code, Category.is_active))
-
-
 def category_ids(codes) -> dict[str, int]:
     """Return the ids of the active event categories of the default standard with these codes."""
     return dict(db.session.execute(select(Category.code, Category.id).where(
@@ -145,7 +139,7 @@ def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | 
     `place(location)` returned, when the caller has it already.
     """
     point, cell = placed or place(location)
-    category = category_for_code(category_code)
+    category_id = category_ids([category_code]).get(category_code)
     if cell is not None:
         county_code = cell.township_code[:6]
     else:
@@ -153,7 +147,7 @@ def create_incident(*, incident_id: uuid.UUID, reporter: User, device: Device | 
     values = new_incident_values(
         incident_id=incident_id, case_number=next_case_number(county_code, utcnow()), reporter_id=reporter.id,
         device_id=device.id if device else None, category_code=category_code,
-        category_id=category.id if category else None, description=description, location=location, point=point,
+        category_id=category_id, description=description, location=location, point=point,
         cell=cell, township_id=township_id, gps_accuracy_m=gps_accuracy_m, created_at_device=created_at_device,
         clock_suspect=clock_suspect, party=party,
         likely_duplicate_of=likely_duplicates([(incident_id, category_code, point.x, point.y)])[0],
@@ -267,8 +261,7 @@ def change_fields(incident: Incident, new_values: dict, *, actor: User, source: 
         if field == "description":
             incident.description = value
         elif field == "category":
-            category = category_for_code(value)
-            incident.category_code_raw, incident.category_id = value, category.id if category else None
+            incident.category_code_raw, incident.category_id = value, category_ids([value]).get(value)
         elif field == "location":
             point, cell = place(value)
             incident.raw_location, incident.location = value, from_shape(point, srid=geo.crs.STORAGE_SRID)
