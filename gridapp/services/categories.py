@@ -15,7 +15,8 @@ CATALOGUE_COLUMNS = (
     "standard", "kind", "code", "name", "major_code", "major_name",
     "register_condition", "close_condition", "time_limit", "time_unit", "is_local_extension", "auto_register",
 )
-OPTIONAL_COLUMNS = ("is_local_extension", "auto_register")  # yes/no flags; absent means no
+OPTIONAL_COLUMNS = ("is_local_extension", "auto_register")  # yes/no flags; absent or empty means no
+_YES, _NO = ("1", "true", "yes", "是"), ("", "0", "false", "no", "否")
 # Chinese spellings accepted for kind and time_unit, since counties edit these files in Excel.
 _KIND_ALIASES = {**{v: k for k, v in CATEGORY_KINDS.items()}, "事件": "event"}
 _UNIT_ALIASES = {v: k for k, v in TIME_UNITS.items()}
@@ -67,6 +68,9 @@ def parse_catalogue(table: list[dict[str, str]]) -> list[CatalogueRow]:
             errors.append("major_code must be the first 2 digits of code")
         if not raw["time_limit"].isdigit() or int(raw["time_limit"]) <= 0:
             errors.append("time_limit must be a positive whole number")
+        for column in OPTIONAL_COLUMNS:
+            if raw.get(column, "").lower() not in _YES + _NO:
+                errors.append(f"{column} must be yes or no (true/false, 1/0, 是/否)")
         for column in ("standard", "name", "major_name", "register_condition", "close_condition"):
             if not raw[column]:
                 errors.append(f"{column} is required")
@@ -88,7 +92,7 @@ def parse_catalogue(table: list[dict[str, str]]) -> list[CatalogueRow]:
 
 
 def _yes(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes", "是")
+    return (value or "").lower() in _YES
 
 
 def import_catalogue(rows: list[CatalogueRow]) -> dict:

@@ -74,3 +74,20 @@ def test_bad_catalogue_rows_are_all_reported_and_nothing_changes(runner, tmp_pat
     missing_columns.write_text("code,name\n06010,x\n", encoding="utf-8")
     result = runner.invoke(args=["category", "import", str(missing_columns)])
     assert result.exit_code != 0 and "missing_columns" in result.output
+
+
+def test_a_yes_no_flag_that_is_neither_is_a_row_error_and_nothing_changes(runner, tmp_path):
+    runner.invoke(args=["category", "import", str(DEFAULT_CATALOGUE)])
+    before = counts()
+    bad = tmp_path / "flags.csv"
+    bad.write_text(HEADER.replace("\n", ",auto_register\n")
+                   + "GB/T 47678.5-2026,event,06010,暴露垃圾,06,市容环境类,changed,ok,2,work_hours,是\n"
+                   + "GB/T 47678.5-2026,event,06002,店面无证装修,06,市容环境类,发现,恢复,2,work_days,maybe\n",
+                   encoding="utf-8")
+    result = runner.invoke(args=["category", "import", str(bad)])
+    assert result.exit_code != 0 and "category.invalid_catalogue" in result.output
+    assert '"3"' in result.output and "auto_register must be yes or no" in result.output
+    assert '"2"' not in result.output  # 是 is yes
+    assert counts() == before
+    garbage = db.session.scalar(select(Category).where(Category.code == "06010"))
+    assert garbage.auto_register is False and garbage.conditions[0].register_condition != "changed"
