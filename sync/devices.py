@@ -97,12 +97,20 @@ def device_for_token(token_row: ApiToken) -> Device:
     :raises AuthRequired: the token is not a device token.
     :raises DeviceRevoked: the device is revoked.
     """
-    if token_row.device_id is None:
-        raise DeviceTokenRequired()
-    device = db.session.get(Device, token_row.device_id)
-    if device.state == "revoked":
-        raise DeviceRevoked(wipe=True)
+    device = db.session.get(Device, token_row.device_id) if token_row.device_id is not None else None
+    check_device(token_row.device_id, device.state if device else None)
     return device
+
+
+def check_device(device_id, state: str | None) -> None:
+    """Refuse a token without a device, or of a revoked device.
+
+    :raises DeviceTokenRequired: not a device token. :raises DeviceRevoked: the device is revoked.
+    """
+    if device_id is None:
+        raise DeviceTokenRequired()
+    if state == "revoked":
+        raise DeviceRevoked(wipe=True)
 
 
 def devices_in_scope(prefix: str) -> list[Device]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import String
 
@@ -16,6 +16,7 @@ from gridapp.extensions import db
 from gridapp.models import Device, SyncCounter, User
 from gridapp.services.scope import current_scope, scope_at
 from sync import protocol as p
+from sync.devices import check_device
 
 
 def _iso(column: str) -> str:
@@ -164,8 +165,14 @@ class Page:
 
 
 def start_snapshot() -> None:
-    """Make the rest of the transaction read one consistent snapshot (pull pages must not tear)."""
-    db.session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    """Make the request's next transaction read one consistent snapshot (pull pages must not tear), from its
+    first statement on: call before anything is read (the API calls it before authentication, so the token,
+    the device and the page are read in one snapshot and no commit is needed to start it). psycopg opens the
+    transaction with BEGIN ISOLATION LEVEL REPEATABLE READ: no statement of its own."""
+    session = db.session()
+    if session.in_transaction():  # an app context reused across requests (tests): end what came before
+        session.commit()
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
 def high_water() -> int:
@@ -173,35 +180,77 @@ def high_water() -> int:
     return db.session.execute(select(SyncCounter.seq).where(SyncCounter.id == 1)).scalar_one()
 
 
-def initial_state(device: Device, user: User) -> dict:
+@dataclass(frozen=True, slots=True)
+class PullContext:
+    """What a page needs besides its cursor, read in the page's snapshot by one statement (_CONTEXT_SQL)."""
+
+    device_id: UUID
+    device_state: str  # active or draining (a revoked device never gets a context)
+    last_ack_seq: int
+    user_id: int
+    epoch: int  # the user's scope epoch
+    codes: frozenset[str]  # the cell codes of that scope
+    cell_ids: str  # the ids of every cell with one of those codes (any version), as an array literal
+    high_water: int  # the committed counter (see high_water())
+
+
+# The token's device and user, the user's current scope with its cells' ids, and the committed counter: the
+# ORM read these with six statements (and the view read device and user twice, around a commit).
+_CONTEXT_SQL = text("""
+SELECT t.device_id, d.state AS device_state, d.last_ack_seq, u.id AS user_id, u.scope_epoch,
+       COALESCE(ws.cell_codes, '{}') AS codes,
+       COALESCE((SELECT '{' || string_agg(CAST(c.id AS text), ',') || '}' FROM grid_cells c
+                 WHERE c.code = ANY(ws.cell_codes)), '{}') AS cell_ids,
+       (SELECT seq FROM sync_counter WHERE id = 1) AS high_water
+FROM api_tokens t JOIN users u ON u.id = t.user_id
+LEFT JOIN devices d ON d.id = t.device_id
+LEFT JOIN worker_scopes ws ON ws.user_id = u.id AND ws.epoch = u.scope_epoch
+WHERE t.id = :token_id
+""")
+
+
+def context(token_id: int) -> PullContext:
+    """Read a page's context for an authenticated token (in the page's snapshot: see start_snapshot).
+
+    :raises DeviceTokenRequired: not a device token. :raises DeviceRevoked: the device is revoked.
+    """
+    row = db.session.execute(_CONTEXT_SQL, {"token_id": token_id}).one()
+    check_device(row.device_id, row.device_state)
+    return PullContext(device_id=row.device_id, device_state=row.device_state, last_ack_seq=row.last_ack_seq, user_id=row.user_id,
+                       epoch=row.scope_epoch, codes=frozenset(row.codes), cell_ids=row.cell_ids,
+                       high_water=row.high_water)
+
+
+def initial_state(ctx: PullContext) -> dict:
     """The state of a cursor before the first pull: everything in scope, from the beginning."""
-    epoch, _codes = current_scope(user)
-    return {"v": p.PROTOCOL_VERSION, "d": str(device.id), "s": 0, "e": epoch, "b": None}
+    return {"v": p.PROTOCOL_VERSION, "d": str(ctx.device_id), "s": 0, "e": ctx.epoch, "b": None}
 
 
-def changes(state: dict, device: Device, user: User, limit: int) -> Page:
-    """Return the next page for a cursor state (already verified as this device's)."""
-    hw = high_water()
-    epoch, codes = current_scope(user)
+def changes(state: dict, ctx: PullContext, limit: int) -> Page:
+    """Return the next page for a cursor state (already verified as this device's), and record the
+    position the cursor acknowledges (the caller commits)."""
+    hw, epoch, codes = ctx.high_water, ctx.epoch, ctx.codes
     state = dict(state)
     out: list[str] = []
     rescope = None
     if state["e"] != epoch:
-        old = scope_at(user, state["e"])
+        old = scope_at(ctx.user_id, state["e"])
         removed, added = sorted(old - codes), sorted(codes - old)
-        lost = db.session.execute(_LOST_SQL, {"removed": removed, "kept": sorted(codes), "uid": user.id,
+        lost = db.session.execute(_LOST_SQL, {"removed": removed, "kept": sorted(codes), "uid": ctx.user_id,
                                               "seq": state["s"]}).scalars()
         out.extend(_json({"entity": "incident", "op": "evict", "id": str(i), "reason": "cell_removed"}) for i in lost)
         rescope = {"epoch": epoch, "cells_removed": removed, "cells_added": added}
         # A backfill still under way for cells kept goes on (from its start: upserts are idempotent).
         backfill = sorted(set(added) | (set(state["b"]["cells"]) & codes if state.get("b") else set()))
         state.update(e=epoch, b={"cells": backfill, "after": "", "until": state["s"]} if backfill and state["s"] else None)
-    device.last_ack_seq = max(device.last_ack_seq, state["s"])
+    if state["s"] > ctx.last_ack_seq:
+        db.session.execute(update(Device.__table__).where(Device.id == ctx.device_id, Device.last_ack_seq < state["s"])
+                           .values(last_ack_seq=state["s"]))
     if state.get("b"):
-        page_changes, state["b"], more = _backfill(state["b"], user, limit)
+        page_changes, state["b"], more = _backfill(state["b"], limit)
         out.extend(page_changes)
         return Page(out, state, True, hw, rescope, {"epoch": epoch, "cells": sorted(codes)})
-    page_changes, last_seq, more = _incremental(state["s"], codes, user, limit, hw, state.get("w"))
+    page_changes, last_seq, more = _incremental(state["s"], ctx, limit, state.get("w"))
     out.extend(page_changes)
     # The next page's first window: the stretch of sync_seq this page covered, with a margin (one scan, not two,
     # while the scope's share of changes holds steady); absent from older cursors.
@@ -243,17 +292,17 @@ def incidents_in_window(fetch, seq: int, limit: int, hw: int, window: int | None
         window = int(window * min(8.0, max(2.0, WINDOW_MARGIN * (limit + 1) / len(rows)))) if rows else window * 8
 
 
-def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int | None):
-    codes = _array(sorted(codes))
-    cell_ids = _cell_ids(codes)
+def _incremental(seq: int, ctx: PullContext, limit: int, window: int | None):
+    hw, cell_ids, uid = ctx.high_water, ctx.cell_ids, ctx.user_id
     incidents = incidents_in_window(
         lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
-                                                            "uid": user.id, "limit": limit + 1}).all(),
+                                                            "uid": uid, "limit": limit + 1}).all(),
         seq, limit, hw, window)
     streams = [(seq_, incident_id) for incident_id, seq_ in incidents]  # the JSON comes once the page is cut
-    params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": user.id, "limit": limit + 1}
+    params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": uid, "limit": limit + 1}
     streams.extend(db.session.execute(_NOTES_SQL, params).all())
-    for row in db.session.execute(_EXITS_SQL, {"codes": codes, "seq": seq, "uid": user.id, "limit": limit + 1}):
+    codes = _array(sorted(ctx.codes))
+    for row in db.session.execute(_EXITS_SQL, {"codes": codes, "seq": seq, "uid": uid, "limit": limit + 1}):
         streams.append((row.sync_seq, _json({"entity": "incident", "op": "evict", "id": str(row.incident_id),
                                              "seq": row.sync_seq, "reason": "moved_out_of_scope"})))
     streams.extend(db.session.execute(_CATEGORIES_SQL, {"seq": seq, "until": hw, "limit": limit + 1}).all())
@@ -267,7 +316,7 @@ def _incremental(seq: int, codes, user: User, limit: int, hw: int, window: int |
     return [built.get(item, item) for _, item in streams], (streams[-1][0] if streams else seq), more
 
 
-def _backfill(backfill: dict, user: User, limit: int):
+def _backfill(backfill: dict, limit: int):
     rows = db.session.execute(_BACKFILL_SQL, {"cell_ids": _cell_ids(_array(backfill["cells"])), "until": backfill["until"],
                                               "after": backfill["after"], "limit": limit + 1}).all()
     more = len(rows) > limit

@@ -118,16 +118,23 @@ def _uuid(value):
     return p.parse_uuid(value) if value else None
 
 
-def _state(cursor: str | None, device, user) -> dict:
-    if cursor is None:
-        return pull_.initial_state(device, user)
+def _state(cursor: str, device_id) -> dict:
+    """A cursor's state, checked: signed by this server, for this device and protocol version."""
     try:
         state = p.decode_cursor(cursor, current_app.config["SECRET_KEY"].encode())
     except p.CursorInvalid as exc:
         raise CursorInvalid() from exc
-    if state.get("d") != str(device.id) or state.get("v") != p.PROTOCOL_VERSION:
+    if state.get("d") != str(device_id) or state.get("v") != p.PROTOCOL_VERSION:
         raise CursorInvalid()
     return state
+
+
+@blp.before_request
+def _pull_snapshot():
+    # A pull page reads one REPEATABLE READ snapshot from the request's first statement on, authentication
+    # included: one transaction, no commit to start the snapshot, no second reading of device and user.
+    if request.endpoint == "sync.changes":
+        pull_.start_snapshot()
 
 
 @blp.route("/changes")
@@ -136,16 +143,12 @@ def _state(cursor: str | None, device, user) -> dict:
 @blp.response(200, PullPageSchema)
 def changes(args):
     """Return the next page of changes in the phone's scope; follow next_cursor until has_more is false."""
-    device = device_for_token(g.token)
-    if device.state == "draining":
+    ctx = pull_.context(g.principal.token_id)
+    if ctx.device_state == "draining":
         raise DeviceDraining(wipe_after_drain=True)
-    user_id, device_id = g.user.id, device.id
-    db.session.commit()  # the snapshot must start a fresh transaction
-    pull_.start_snapshot()
-    device, user = db.session.get(type(device), device_id), db.session.get(type(g.user), user_id)
-    state = _state(args["cursor"], device, user)
+    state = _state(args["cursor"], ctx.device_id) if args["cursor"] is not None else pull_.initial_state(ctx)
     limit = min(args["limit"] or current_app.config["SYNC_PULL_DEFAULT_LIMIT"], current_app.config["SYNC_PULL_MAX_LIMIT"])
-    page = pull_.changes(state, device, user, limit)
+    page = pull_.changes(state, ctx, limit)
     db.session.commit()  # the acknowledged position
     # The changes arrive as JSON text from PostgreSQL; splice them rather than parse and re-dump.
     return Response(page.body(p.encode_cursor(page.cursor_state, _key()), utcnow()), mimetype="application/json")
@@ -162,7 +165,7 @@ def _key() -> bytes:
 def verify(body):
     """Compare the phone's per-bucket digests with the server's; a mismatch comes with a repair cursor."""
     device = device_for_token(g.token)
-    state = _state(body["cursor"], device, g.user)
+    state = _state(body["cursor"], device.id)
     outcome = pull_.verify(state, g.user, body["buckets"])
     if "repair_state" in outcome:
         outcome["repair_cursor"] = p.encode_cursor(outcome.pop("repair_state"), _key())

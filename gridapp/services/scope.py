@@ -13,9 +13,9 @@ def current_scope(user: User) -> tuple[int, frozenset[str]]:
     return user.scope_epoch, frozenset(row.cell_codes if row else ())
 
 
-def scope_at(user: User, epoch: int) -> frozenset[str]:
-    """Return the cell codes the user held at an epoch (empty if unknown)."""
-    row = db.session.get(WorkerScope, (user.id, epoch))
+def scope_at(user_id: int, epoch: int) -> frozenset[str]:
+    """Return the cell codes a user held at an epoch (empty if unknown)."""
+    row = db.session.get(WorkerScope, (user_id, epoch))
     return frozenset(row.cell_codes if row else ())
 
 
