@@ -21,58 +21,140 @@ from sync.devices import check_device
 
 def _iso(column: str) -> str:
     """SQL rendering a timestamptz as Python's isoformat() of it in UTC, the format phones have always had:
-    2026-11-22T07:49:18.186400+00:00, without the fraction when it is zero; NULL stays NULL."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"""to_char({utc}, CASE WHEN date_trunc('second', {utc}) = {utc} THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'"""
-            f""" ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)""")
+    2026-11-22T07:49:18.186400+00:00, without the fraction when it is zero; NULL stays NULL. (AT TIME ZONE
+    with an interval is arithmetic; with the name 'UTC' every row looked the zone up.)"""
+    return (f"""replace(to_char({column} AT TIME ZONE INTERVAL '0', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),"""
+            """ '.000000+', '+')""")
+
+
+# Each change's JSON is built by concatenating its parts' JSON text: json_build_object looks up how to
+# render each of its arguments on every row (about half of a 500-row page's statement). A JSON value here is
+# a list of parts, (True, constant JSON text) or (False, SQL giving JSON text); _sql() renders it as one
+# concatenation, adjacent constants merged. Numbers print as PostgreSQL prints them (the API refuses NaN
+# and infinities), strings through to_json (escaped), NULL as null.
+def _sql(parts: list) -> str:
+    merged: list = []
+    for constant, text_ in parts:
+        if constant and merged and merged[-1][0]:
+            merged[-1] = (True, merged[-1][1] + text_)
+        else:
+            merged.append((constant, text_))
+    return " || ".join("'" + text_.replace("'", "''") + "'" if constant else text_ for constant, text_ in merged)
+
+
+def _const(value) -> list:
+    return [(True, json.dumps(value, ensure_ascii=False))]
+
+
+def _num(expr: str) -> list:
+    """A number or a boolean."""
+    return [(False, f"CAST({expr} AS text)")]
+
+
+def _json_str(expr: str) -> list:
+    return [(False, f"to_json(CAST({expr} AS text))::text")]
+
+
+def _quoted(expr: str) -> list:
+    """A value whose text needs no escaping (a uuid, a time) as a JSON string."""
+    return [(True, '"'), (False, f"CAST({expr} AS text)"), (True, '"')]
+
+
+def _json_time(column: str) -> list:
+    return [(True, '"'), (False, _iso(column)), (True, '"')]
+
+
+def _or_null(parts: list) -> list:
+    """JSON null for SQL NULL (which would make the whole concatenation NULL)."""
+    return [(False, f"COALESCE({_sql(parts)}, 'null')")]
+
+
+def _json_object(*pairs: tuple[str, list]) -> list:
+    """{"key":value,...}, compact and in the order given."""
+    parts = []
+    for n, (key, value) in enumerate(pairs):
+        parts += [(True, ("{" if n == 0 else ",") + json.dumps(key) + ":"), *value]
+    return parts + [(True, "}")]
 
 
 # One incident as phones see it: an upsert, or a tombstone once voided. The location is the fix as sent
 # (raw) plus its WGS84 conversion. task_user: a verification (核实) or check (核查) task for this worker
-# when the status says so. Cell and user names are looked up by primary key per row: for a page of rows the
-# planner would rather hash whole tables (10,000 cells: a third of the statement's time).
-_INCIDENT_CHANGE = f"""
-CASE WHEN i.voided_at IS NOT NULL THEN
-    json_build_object('entity', 'incident', 'op', 'delete', 'id', i.id, 'seq', i.sync_seq, 'version', i.version)
-ELSE json_build_object('entity', 'incident', 'op', 'upsert', 'id', i.id, 'seq', i.sync_seq, 'version', i.version,
-    'data', json_build_object(
-        'case_number', i.case_number, 'status', i.status, 'category', i.category_code_raw,
-        'description', i.description, 'location', i.raw_location,
-        'location_wgs84', json_build_array(ST_X(i.location), ST_Y(i.location)),
-        'gps_accuracy_m', i.gps_accuracy_m, 'cell_code', (SELECT code FROM grid_cells WHERE id = i.cell_id),
-        'is_outside_grid', i.is_outside_grid, 'priority', i.priority, 'assigned_squad', i.assigned_squad_id,
-        'reporter', (SELECT username FROM users WHERE id = i.reporter_id),
-        'created_at_device', {_iso('i.created_at_device')}, 'received_at', {_iso('i.received_at')},
-        'updated_at', {_iso('i.updated_at')}, 'due_at', {_iso('i.due_at')},
-        'task_user', (SELECT username FROM users WHERE id = i.task_user_id)))
-END::text"""
-_INCIDENT_COLUMNS = f"i.id, i.sync_seq, {_INCIDENT_CHANGE} AS change"
+# when the status says so. Over `page i` (the incidents to build) with the cell codes `c` and the user
+# names `r`, `t` (as JSON text) joined in by _incidents_json.
+_INCIDENT_HEAD = (("id", _quoted("i.id")), ("seq", _num("i.sync_seq")), ("version", _num("i.version")))
+_INCIDENT_DATA = _json_object(
+    ("case_number", _json_str("i.case_number")), ("status", _json_str("i.status")),
+    ("category", _json_str("i.category_code_raw")), ("description", _json_str("i.description")),
+    ("location", [(False, "CAST(i.raw_location AS text)")]),
+    ("location_wgs84", [(True, "["), *_num("ST_X(i.location)"), (True, ","), *_num("ST_Y(i.location)"), (True, "]")]),
+    ("gps_accuracy_m", _or_null(_num("i.gps_accuracy_m"))),
+    ("cell_code", [(False, f"COALESCE(c.code, {_sql(_json_str('(SELECT code FROM grid_cells WHERE id = i.cell_id)'))},"
+                           " 'null')")]),
+    ("is_outside_grid", _num("i.is_outside_grid")), ("priority", _or_null(_num("i.priority"))),
+    ("assigned_squad", _or_null(_num("i.assigned_squad_id"))), ("reporter", _or_null([(False, "r.name")])),
+    ("created_at_device", _or_null(_json_time("i.created_at_device"))),
+    ("received_at", _json_time("i.received_at")), ("updated_at", _json_time("i.updated_at")),
+    ("due_at", _or_null(_json_time("i.due_at"))), ("task_user", _or_null([(False, "t.name")])))
+_INCIDENT_DELETE = _json_object(("entity", _const("incident")), ("op", _const("delete")), *_INCIDENT_HEAD)
+_INCIDENT_UPSERT = _json_object(("entity", _const("incident")), ("op", _const("upsert")), *_INCIDENT_HEAD,
+                                ("data", _INCIDENT_DATA))
+_INCIDENT_CHANGE = f"CASE WHEN i.voided_at IS NOT NULL THEN {_sql(_INCIDENT_DELETE)} ELSE {_sql(_INCIDENT_UPSERT)} END"
 
-_NOTE_COLUMNS = f"""n.sync_seq, json_build_object('entity', 'note', 'op', 'upsert', 'id', n.id, 'seq', n.sync_seq,
-    'data', json_build_object('incident_id', n.incident_id, 'text', n.text, 'author', u.username,
-                              'created_at_device', {_iso('n.created_at_device')},
-                              'created_at', {_iso('n.created_at')}))::text AS change"""
+
+# What _INCIDENT_CHANGE reads of an incident (the page is copied once: only these columns).
+_PAGE_COLUMNS = ("id, sync_seq, version, voided_at, case_number, status, category_code_raw, description, raw_location, "
+                 "location, gps_accuracy_m, cell_id, is_outside_grid, priority, assigned_squad_id, reporter_id, "
+                 "created_at_device, received_at, updated_at, due_at, task_user_id")
+
+
+def _incidents_json(page: str, order_by: str = "") -> str:
+    """A statement giving (id, sync_seq, change) for the incidents that the SELECT `page` picks.
+
+    Names are looked up once per page (a page has few reporters), not per row; cell codes come from the
+    scope's cells passed in (:cell_ids with their :cell_codes, as _CONTEXT_SQL gives them) and are looked
+    up only for an incident outside the scope (the worker's own reports elsewhere). Joining grid_cells
+    itself made the planner hash all of it (10,000 cells), and a look-up per row cost ~2 µs a row."""
+    return f"""
+WITH page AS MATERIALIZED ({page}),
+names AS (SELECT id, to_json(username)::text AS name FROM users
+          WHERE id IN (SELECT reporter_id FROM page UNION SELECT task_user_id FROM page))
+SELECT i.id, i.sync_seq, {_INCIDENT_CHANGE} AS change
+FROM page i
+LEFT JOIN (SELECT m.id, to_json(m.code)::text AS code
+           FROM unnest(CAST(:cell_ids AS bigint[]), CAST(:cell_codes AS text[])) AS m(id, code)) c ON c.id = i.cell_id
+LEFT JOIN names r ON r.id = i.reporter_id
+LEFT JOIN names t ON t.id = i.task_user_id
+{order_by}"""
+
+
+_NOTE_COLUMNS = "n.sync_seq, " + _sql(_json_object(
+    ("entity", _const("note")), ("op", _const("upsert")), ("id", _quoted("n.id")), ("seq", _num("n.sync_seq")),
+    ("data", _json_object(("incident_id", _quoted("n.incident_id")), ("text", _json_str("n.text")),
+                          ("author", _json_str("u.username")),
+                          ("created_at_device", _or_null(_json_time("n.created_at_device"))),
+                          ("created_at", _json_time("n.created_at")))))) + " AS change"
 
 # Incremental: per scoped cell (any version of its code) and for the reporter's own incidents, the
 # first :limit rows in the window (:seq, :until] by the (cell_id|reporter_id, sync_seq) indexes; then the
 # overall first :limit. The window keeps each per-cell scan short when a scope holds many busy cells
 # (without it the first page of a dense scope reads every scoped row after the cursor); see
-# incidents_in_window. Only ids here: the statement may run more than once per page, and the JSON is
-# built once, by _INCIDENT_CHANGES_SQL, for the rows that make the page.
+# incidents_in_window. Only ids and row addresses here: the statement may run more than once per page, and
+# the JSON is built once, by _INCIDENT_CHANGES_SQL, for the rows that make the page.
 _INCREMENTAL_SQL = text("""
-SELECT x.id, x.sync_seq FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
-CROSS JOIN LATERAL (SELECT id, sync_seq FROM incidents WHERE cell_id = cid.id AND sync_seq > :seq
-                    AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) x
+SELECT x.id, x.sync_seq, x.ctid FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
+CROSS JOIN LATERAL (SELECT id, sync_seq, CAST(ctid AS text) AS ctid FROM incidents WHERE cell_id = cid.id
+                    AND sync_seq > :seq AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) x
 UNION
-SELECT id, sync_seq FROM (SELECT id, sync_seq FROM incidents WHERE reporter_id = :uid AND sync_seq > :seq
-                          AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) own
+SELECT id, sync_seq, ctid FROM (SELECT id, sync_seq, CAST(ctid AS text) AS ctid FROM incidents
+                                WHERE reporter_id = :uid AND sync_seq > :seq AND sync_seq <= :until
+                                ORDER BY sync_seq LIMIT :limit) own
 ORDER BY sync_seq LIMIT :limit
 """)
 
-_INCIDENT_CHANGES_SQL = text(f"""
-SELECT {_INCIDENT_COLUMNS} FROM incidents i
-WHERE i.id = ANY(CAST(:ids AS uuid[]))
-""")
+# The page's incidents by the row addresses (ctid) the scan found in the same snapshot: a TID scan, not 500
+# primary-key look-ups (~3 ms less). The addresses hold: the snapshot still sees those row versions, so
+# they cannot be pruned or vacuumed away before the transaction ends.
+_INCIDENT_CHANGES_SQL = text(_incidents_json(f"SELECT {_PAGE_COLUMNS} FROM incidents WHERE ctid = ANY(CAST(:tids AS tid[]))"))
 
 _NOTES_SQL = text(f"""
 SELECT {_NOTE_COLUMNS}
@@ -112,12 +194,9 @@ LIMIT :limit
 
 # Backfill after gaining cells: every incident in those cells (with its notes up to the cursor), keyset by id;
 # an incident changed after the cursor comes again in the incremental stream (upserts are idempotent).
-_BACKFILL_SQL = text(f"""
-SELECT {_INCIDENT_COLUMNS} FROM incidents i
-WHERE i.cell_id = ANY(CAST(:cell_ids AS bigint[])) AND CAST(i.id AS text) > :after
-ORDER BY CAST(i.id AS text)
-LIMIT :limit
-""")
+_BACKFILL_SQL = text(_incidents_json(f"""
+SELECT {_PAGE_COLUMNS} FROM incidents WHERE cell_id = ANY(CAST(:backfill_cell_ids AS bigint[])) AND CAST(id AS text) > :after
+ORDER BY CAST(id AS text) LIMIT :limit""", order_by="ORDER BY CAST(i.id AS text)"))
 
 _BACKFILL_NOTES_SQL = text(f"""
 SELECT {_NOTE_COLUMNS}
@@ -190,21 +269,25 @@ class PullContext:
     user_id: int
     epoch: int  # the user's scope epoch
     codes: frozenset[str]  # the cell codes of that scope
+    codes_literal: str  # the same, as an array literal (psycopg adapts a list element by element)
     cell_ids: str  # the ids of every cell with one of those codes (any version), as an array literal
+    cell_codes: str  # those cells' codes, in the same order: cell_ids[n] has cell_codes[n]
     high_water: int  # the committed counter (see high_water())
 
 
-# The token's device and user, the user's current scope with its cells' ids, and the committed counter: the
-# ORM read these with six statements (and the view read device and user twice, around a commit).
+# The token's device and user, the user's current scope with its cells, and the committed counter: the ORM
+# read these with six statements (and the view read device and user twice, around a commit).
 _CONTEXT_SQL = text("""
 SELECT t.device_id, d.state AS device_state, d.last_ack_seq, u.id AS user_id, u.scope_epoch,
-       COALESCE(ws.cell_codes, '{}') AS codes,
-       COALESCE((SELECT '{' || string_agg(CAST(c.id AS text), ',') || '}' FROM grid_cells c
-                 WHERE c.code = ANY(ws.cell_codes)), '{}') AS cell_ids,
+       COALESCE(ws.cell_codes, '{}') AS codes, COALESCE(CAST(ws.cell_codes AS text), '{}') AS codes_literal,
+       COALESCE(sc.cell_ids, '{}') AS cell_ids, COALESCE(sc.cell_codes, '{}') AS cell_codes,
        (SELECT seq FROM sync_counter WHERE id = 1) AS high_water
 FROM api_tokens t JOIN users u ON u.id = t.user_id
 LEFT JOIN devices d ON d.id = t.device_id
 LEFT JOIN worker_scopes ws ON ws.user_id = u.id AND ws.epoch = u.scope_epoch
+LEFT JOIN LATERAL (SELECT CAST(array_agg(c.id ORDER BY c.id) AS text) AS cell_ids,
+                          CAST(array_agg(c.code ORDER BY c.id) AS text) AS cell_codes
+                   FROM grid_cells c WHERE c.code = ANY(ws.cell_codes)) sc ON true
 WHERE t.id = :token_id
 """)
 
@@ -216,8 +299,9 @@ def context(token_id: int) -> PullContext:
     """
     row = db.session.execute(_CONTEXT_SQL, {"token_id": token_id}).one()
     check_device(row.device_id, row.device_state)
-    return PullContext(device_id=row.device_id, device_state=row.device_state, last_ack_seq=row.last_ack_seq, user_id=row.user_id,
-                       epoch=row.scope_epoch, codes=frozenset(row.codes), cell_ids=row.cell_ids,
+    return PullContext(device_id=row.device_id, device_state=row.device_state, last_ack_seq=row.last_ack_seq,
+                       user_id=row.user_id, epoch=row.scope_epoch, codes=frozenset(row.codes),
+                       codes_literal=row.codes_literal, cell_ids=row.cell_ids, cell_codes=row.cell_codes,
                        high_water=row.high_water)
 
 
@@ -247,7 +331,7 @@ def changes(state: dict, ctx: PullContext, limit: int) -> Page:
         db.session.execute(update(Device.__table__).where(Device.id == ctx.device_id, Device.last_ack_seq < state["s"])
                            .values(last_ack_seq=state["s"]))
     if state.get("b"):
-        page_changes, state["b"], more = _backfill(state["b"], limit)
+        page_changes, state["b"], more = _backfill(state["b"], ctx, limit)
         out.extend(page_changes)
         return Page(out, state, True, hw, rescope, {"epoch": epoch, "cells": sorted(codes)})
     page_changes, last_seq, more = _incremental(state["s"], ctx, limit, state.get("w"))
@@ -298,11 +382,12 @@ def _incremental(seq: int, ctx: PullContext, limit: int, window: int | None):
         lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
                                                             "uid": uid, "limit": limit + 1}).all(),
         seq, limit, hw, window)
-    streams = [(seq_, incident_id) for incident_id, seq_ in incidents]  # the JSON comes once the page is cut
+    streams = [(seq_, incident_id) for incident_id, seq_, _ in incidents]  # the JSON comes once the page is cut
+    address = {incident_id: ctid for incident_id, _, ctid in incidents}
     params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": uid, "limit": limit + 1}
     streams.extend(db.session.execute(_NOTES_SQL, params).all())
-    codes = _array(sorted(ctx.codes))
-    for row in db.session.execute(_EXITS_SQL, {"codes": codes, "seq": seq, "uid": uid, "limit": limit + 1}):
+    for row in db.session.execute(_EXITS_SQL, {"codes": ctx.codes_literal, "seq": seq, "uid": uid,
+                                               "limit": limit + 1}):
         streams.append((row.sync_seq, _json({"entity": "incident", "op": "evict", "id": str(row.incident_id),
                                              "seq": row.sync_seq, "reason": "moved_out_of_scope"})))
     streams.extend(db.session.execute(_CATEGORIES_SQL, {"seq": seq, "until": hw, "limit": limit + 1}).all())
@@ -310,15 +395,17 @@ def _incremental(seq: int, ctx: PullContext, limit: int, window: int | None):
     streams.sort(key=lambda s: s[0])
     more = len(streams) > limit
     streams = streams[:limit]
-    ids = [item for _, item in streams if isinstance(item, UUID)]
-    built = {row.id: row.change for row in db.session.execute(_INCIDENT_CHANGES_SQL, {"ids": _array(ids)})} if ids else {}
+    tids = [address[item] for _, item in streams if isinstance(item, UUID)]
+    built = {row.id: row.change for row in db.session.execute(_INCIDENT_CHANGES_SQL, {
+        "tids": _array(tids), "cell_ids": cell_ids, "cell_codes": ctx.cell_codes})} if tids else {}
     # An incident's id becomes its JSON; the other changes are JSON already.
     return [built.get(item, item) for _, item in streams], (streams[-1][0] if streams else seq), more
 
 
-def _backfill(backfill: dict, limit: int):
-    rows = db.session.execute(_BACKFILL_SQL, {"cell_ids": _cell_ids(_array(backfill["cells"])), "until": backfill["until"],
-                                              "after": backfill["after"], "limit": limit + 1}).all()
+def _backfill(backfill: dict, ctx: PullContext, limit: int):
+    rows = db.session.execute(_BACKFILL_SQL, {"backfill_cell_ids": _cell_ids(_array(backfill["cells"])),
+                                              "after": backfill["after"], "limit": limit + 1,
+                                              "cell_ids": ctx.cell_ids, "cell_codes": ctx.cell_codes}).all()
     more = len(rows) > limit
     rows = rows[:limit]
     out = [r.change for r in rows]
