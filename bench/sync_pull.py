@@ -41,10 +41,12 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from bench.grid_queries import SECRET_KEY, contention, libpq_url, summarize, with_pyformat
 from bench.sync_push import bench_app, bench_db_url, build_world, gunicorn, header, make_phone, verdict
+from gridapp.services.auth import digest
 from sync import protocol as p
 from sync.simulate import make_reports, push
 
@@ -138,16 +140,18 @@ class Getter:
         return elapsed, len(body)
 
 
-def page_params(conn, username: str, cursor: str | None) -> dict:
-    """The parameters sync.pull._incremental passes for this cursor."""
+def page_params(conn, username: str, cursor: str | None, token: str) -> dict:
+    """The parameters sync.pull passes for this cursor (the scope's cells as sync.pull._CONTEXT_SQL gives them)."""
     state = {} if cursor is None else p.decode_cursor(cursor, SECRET_KEY.encode())
     seq = state.get("s", 0)
     uid, epoch = conn.execute("SELECT id, scope_epoch FROM users WHERE username = %s", (username,)).fetchone()
     codes = conn.execute("SELECT cell_codes FROM worker_scopes WHERE user_id = %s AND epoch = %s",
                          (uid, epoch)).fetchone()[0]
-    cell_ids = [r[0] for r in conn.execute("SELECT id FROM grid_cells WHERE code = ANY(%s) ORDER BY id", (codes,))]
-    params = {"cell_ids": cell_ids, "seq": seq, "uid": uid, "limit": PAGE + 1, "codes": sorted(codes),
-              "epoch": epoch}
+    cells = conn.execute("SELECT id, code FROM grid_cells WHERE code = ANY(%s) ORDER BY id", (codes,)).fetchall()
+    token_id = conn.execute("SELECT id FROM api_tokens WHERE token_hash = %s", (digest(token),)).fetchone()[0]
+    params = {"cell_ids": [c[0] for c in cells], "cell_codes": [c[1] for c in cells], "seq": seq, "uid": uid,
+              "limit": PAGE + 1, "codes": sorted(codes), "epoch": epoch, "token_id": token_id,
+              "token_hash": digest(token)}
     return {**params, "until": final_window(conn, params, state.get("w"))}
 
 
@@ -182,20 +186,23 @@ def raw_main(conn):
 
 def run_main(cursor, scan: str, build: str, params: dict) -> None:
     cursor.execute(scan, params, prepare=True)
-    ids = [row[0] for row in cursor.fetchall()[:PAGE]]
-    if ids:
-        cursor.execute(build, {"ids": "{" + ",".join(map(str, ids)) + "}"}, prepare=True)
+    tids = [row[2] for row in cursor.fetchall()[:PAGE]]
+    if tids:
+        cursor.execute(build, {"tids": "{" + ",".join(f'"{t}"' for t in tids) + "}", "cell_ids": params["cell_ids"],
+                               "cell_codes": params["cell_codes"]}, prepare=True)
         cursor.fetchall()
 
 
 def raw_page(conn):
-    """All the statements sync.pull.changes runs for an incremental page, in one REPEATABLE READ transaction."""
-    from sync.pull import _CATEGORIES_SQL, _EXITS_SQL, _INCIDENT_CHANGES_SQL, _INCREMENTAL_SQL, _NOTES_SQL
+    """All the statements an incremental page runs (authentication, sync.pull.context, sync.pull.changes), in one
+    REPEATABLE READ transaction."""
+    from gridapp.services.auth import _PRINCIPAL_QUERY
+    from sync.pull import _CATEGORIES_SQL, _CONTEXT_SQL, _EXITS_SQL, _INCIDENT_CHANGES_SQL, _INCREMENTAL_SQL, _NOTES_SQL
 
+    principal = str(_PRINCIPAL_QUERY.compile(dialect=postgresql.dialect(paramstyle="pyformat")))
     statements = [
-        ("SELECT seq FROM sync_counter WHERE id = 1", lambda q: {}),
-        ("SELECT cell_codes FROM worker_scopes WHERE user_id = %(uid)s AND epoch = %(epoch)s", lambda q: q),
-        ("SELECT id FROM grid_cells WHERE code = ANY(%(codes)s)", lambda q: q),
+        (principal, lambda q: {"token_hash": q["token_hash"]}),
+        (with_pyformat(_CONTEXT_SQL.text), lambda q: {"token_id": q["token_id"]}),
         (with_pyformat(_NOTES_SQL.text), lambda q: {**q, "until": q["hw"]}),
         (with_pyformat(_EXITS_SQL.text), lambda q: q),
         (with_pyformat(_CATEGORIES_SQL.text), lambda q: {**q, "until": q["hw"]}),
@@ -203,18 +210,18 @@ def raw_page(conn):
     ]
     scan, build = with_pyformat(_INCREMENTAL_SQL.text), with_pyformat(_INCIDENT_CHANGES_SQL.text)
     cursor = conn.cursor()
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # BEGIN ISOLATION LEVEL …, as the app's
 
     def call(params) -> float:
         start = time.perf_counter_ns()
         with conn.transaction():
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             hw = None
             for sql, make in statements:
                 cursor.execute(sql, make({**params, "hw": hw}), prepare=True)
                 if cursor.description is not None:
                     rows = cursor.fetchall()
-                    if hw is None:
-                        hw = rows[0][0]
+                    if hw is None and sql != principal:
+                        hw = rows[0][-1]  # _CONTEXT_SQL's last column
             run_main(cursor, scan, build, params)
         return (time.perf_counter_ns() - start) / 1e6
     return call
@@ -318,7 +325,8 @@ def main(argv=None) -> int:
         if getter2:
             same = all(getter.ids(cursor) == getter2.ids(cursor) for cursor in picks.values())
             print(f"check: the patched server's pages {'equal' if same else 'DIFFER FROM'} the app's for every cursor")
-        params = {name: {**page_params(conn, heavy, cursor), "device": phone.client.device_id}
+        params = {name: {**page_params(conn, heavy, cursor, phone.client._meta("access_token")),
+                         "device": phone.client.device_id}
                   for name, cursor in picks.items()}
         main_call, page_call = raw_main(conn), raw_page(conn)
         calls = {}
