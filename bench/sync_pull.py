@@ -150,7 +150,8 @@ def page_params(conn, username: str, cursor: str | None, token: str) -> dict:
     cells = conn.execute("SELECT id, code FROM grid_cells WHERE code = ANY(%s) ORDER BY id", (codes,)).fetchall()
     token_id = conn.execute("SELECT id FROM api_tokens WHERE token_hash = %s", (digest(token),)).fetchone()[0]
     params = {"cell_ids": [c[0] for c in cells], "cell_codes": [c[1] for c in cells], "seq": seq, "uid": uid,
-              "limit": PAGE + 1, "codes": sorted(codes), "epoch": epoch, "token_id": token_id,
+              "limit": PAGE + 1, "codes_literal": "{" + ",".join(sorted(codes)) + "}", "epoch": epoch,
+              "token_id": token_id,
               "token_hash": digest(token)}
     return {**params, "until": final_window(conn, params, state.get("w"))}
 
@@ -186,7 +187,7 @@ def raw_main(conn):
 
 def run_main(cursor, scan: str, build: str, params: dict) -> None:
     cursor.execute(scan, params, prepare=True)
-    tids = [row[2] for row in cursor.fetchall()[:PAGE]]
+    tids = [row[1] for row in cursor.fetchall()[:PAGE]]
     if tids:
         cursor.execute(build, {"tids": "{" + ",".join(f'"{t}"' for t in tids) + "}", "cell_ids": params["cell_ids"],
                                "cell_codes": params["cell_codes"]}, prepare=True)
@@ -197,15 +198,13 @@ def raw_page(conn):
     """All the statements an incremental page runs (authentication, sync.pull.context, sync.pull.changes), in one
     REPEATABLE READ transaction."""
     from gridapp.services.auth import _PRINCIPAL_QUERY
-    from sync.pull import _CATEGORIES_SQL, _CONTEXT_SQL, _EXITS_SQL, _INCIDENT_CHANGES_SQL, _INCREMENTAL_SQL, _NOTES_SQL
+    from sync.pull import _CONTEXT_SQL, _INCIDENT_CHANGES_SQL, _INCREMENTAL_SQL, _OTHER_CHANGES_SQL
 
     principal = str(_PRINCIPAL_QUERY.compile(dialect=postgresql.dialect(paramstyle="pyformat")))
     statements = [
         (principal, lambda q: {"token_hash": q["token_hash"]}),
         (with_pyformat(_CONTEXT_SQL.text), lambda q: {"token_id": q["token_id"]}),
-        (with_pyformat(_NOTES_SQL.text), lambda q: {**q, "until": q["hw"]}),
-        (with_pyformat(_EXITS_SQL.text), lambda q: q),
-        (with_pyformat(_CATEGORIES_SQL.text), lambda q: {**q, "until": q["hw"]}),
+        (with_pyformat(_OTHER_CHANGES_SQL.text), lambda q: {**q, "until": q["hw"], "codes": q["codes_literal"]}),
         ("UPDATE devices SET last_ack_seq = %(seq)s WHERE id = %(device)s AND last_ack_seq < %(seq)s", lambda q: q),
     ]
     scan, build = with_pyformat(_INCREMENTAL_SQL.text), with_pyformat(_INCIDENT_CHANGES_SQL.text)

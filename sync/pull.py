@@ -108,7 +108,7 @@ _PAGE_COLUMNS = ("id, sync_seq, version, voided_at, case_number, status, categor
 
 
 def _incidents_json(page: str, order_by: str = "") -> str:
-    """A statement giving (id, sync_seq, change) for the incidents that the SELECT `page` picks.
+    """A statement giving (sync_seq, id as text, change) for the incidents that the SELECT `page` picks.
 
     Names are looked up once per page (a page has few reporters), not per row; cell codes come from the
     scope's cells passed in (:cell_ids with their :cell_codes, as _CONTEXT_SQL gives them) and are looked
@@ -118,7 +118,7 @@ def _incidents_json(page: str, order_by: str = "") -> str:
 WITH page AS MATERIALIZED ({page}),
 names AS (SELECT id, to_json(username)::text AS name FROM users
           WHERE id IN (SELECT reporter_id FROM page UNION SELECT task_user_id FROM page))
-SELECT i.id, i.sync_seq, {_INCIDENT_CHANGE} AS change
+SELECT i.sync_seq, CAST(i.id AS text) AS id, {_INCIDENT_CHANGE} AS change
 FROM page i
 LEFT JOIN (SELECT m.id, to_json(m.code)::text AS code
            FROM unnest(CAST(:cell_ids AS bigint[]), CAST(:cell_codes AS text[])) AS m(id, code)) c ON c.id = i.cell_id
@@ -138,16 +138,16 @@ _NOTE_COLUMNS = "n.sync_seq, " + _sql(_json_object(
 # first :limit rows in the window (:seq, :until] by the (cell_id|reporter_id, sync_seq) indexes; then the
 # overall first :limit. The window keeps each per-cell scan short when a scope holds many busy cells
 # (without it the first page of a dense scope reads every scoped row after the cursor); see
-# incidents_in_window. Only ids and row addresses here: the statement may run more than once per page, and
-# the JSON is built once, by _INCIDENT_CHANGES_SQL, for the rows that make the page.
+# incidents_in_window. Only the sync_seq (unique) and the row address here: the statement may run more than
+# once per page, and the JSON is built once, by _INCIDENT_CHANGES_SQL, for the rows that make the page.
 _INCREMENTAL_SQL = text("""
-SELECT x.id, x.sync_seq, x.ctid FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
-CROSS JOIN LATERAL (SELECT id, sync_seq, CAST(ctid AS text) AS ctid FROM incidents WHERE cell_id = cid.id
+SELECT x.sync_seq, x.ctid FROM unnest(CAST(:cell_ids AS bigint[])) AS cid(id)
+CROSS JOIN LATERAL (SELECT sync_seq, CAST(ctid AS text) AS ctid FROM incidents WHERE cell_id = cid.id
                     AND sync_seq > :seq AND sync_seq <= :until ORDER BY sync_seq LIMIT :limit) x
 UNION
-SELECT id, sync_seq, ctid FROM (SELECT id, sync_seq, CAST(ctid AS text) AS ctid FROM incidents
-                                WHERE reporter_id = :uid AND sync_seq > :seq AND sync_seq <= :until
-                                ORDER BY sync_seq LIMIT :limit) own
+SELECT sync_seq, ctid FROM (SELECT sync_seq, CAST(ctid AS text) AS ctid FROM incidents
+                            WHERE reporter_id = :uid AND sync_seq > :seq AND sync_seq <= :until
+                            ORDER BY sync_seq LIMIT :limit) own
 ORDER BY sync_seq LIMIT :limit
 """)
 
@@ -156,7 +156,11 @@ ORDER BY sync_seq LIMIT :limit
 # they cannot be pruned or vacuumed away before the transaction ends.
 _INCIDENT_CHANGES_SQL = text(_incidents_json(f"SELECT {_PAGE_COLUMNS} FROM incidents WHERE ctid = ANY(CAST(:tids AS tid[]))"))
 
-_NOTES_SQL = text(f"""
+# The page's other streams, each its first :limit after the cursor, in one statement (one round trip, not three):
+# notes of incidents in scope, incidents that moved out of the scope's cells (evictions), and the catalogue
+# (its conditions in order; first pages only: categories rarely change). Exits are bounded by the high water
+# in Python, as every stream.
+_NOTES = f"""
 SELECT {_NOTE_COLUMNS}
 FROM incident_notes n
 JOIN incidents i ON i.id = n.incident_id
@@ -164,18 +168,15 @@ JOIN users u ON u.id = n.author_id
 WHERE n.sync_seq > :seq AND n.sync_seq <= :until
   AND (i.cell_id = ANY(CAST(:cell_ids AS bigint[])) OR i.reporter_id = :uid)
 ORDER BY n.sync_seq
-LIMIT :limit
-""")
-
-_EXITS_SQL = text("""
-SELECT e.incident_id, e.sync_seq FROM sync_scope_exits e JOIN incidents i ON i.id = e.incident_id
+LIMIT :limit"""
+_EXIT_CHANGE = _sql(_json_object(("entity", _const("incident")), ("op", _const("evict")), ("id", _quoted("e.incident_id")),
+                                 ("seq", _num("e.sync_seq")), ("reason", _const("moved_out_of_scope"))))
+_EXITS = f"""
+SELECT e.sync_seq, {_EXIT_CHANGE} AS change FROM sync_scope_exits e JOIN incidents i ON i.id = e.incident_id
 WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(CAST(:codes AS text[]))
   AND (e.new_cell_code IS NULL OR NOT e.new_cell_code = ANY(CAST(:codes AS text[]))) AND i.reporter_id <> :uid
-ORDER BY e.sync_seq LIMIT :limit
-""")
-
-# The catalogue, with each category's conditions in order (first pages only: categories rarely change).
-_CATEGORIES_SQL = text("""
+ORDER BY e.sync_seq LIMIT :limit"""
+_CATEGORIES = """
 SELECT k.sync_seq, json_build_object(
     'entity', 'category', 'op', CASE WHEN k.is_active THEN 'upsert' ELSE 'delete' END, 'id', CAST(k.id AS text),
     'seq', k.sync_seq,
@@ -189,8 +190,8 @@ SELECT k.sync_seq, json_build_object(
 FROM categories k
 WHERE k.sync_seq > :seq AND k.sync_seq <= :until
 ORDER BY k.sync_seq
-LIMIT :limit
-""")
+LIMIT :limit"""
+_OTHER_CHANGES_SQL = text(f"({_NOTES})\nUNION ALL\n({_EXITS})\nUNION ALL\n({_CATEGORIES})")
 
 # Backfill after gaining cells: every incident in those cells (with its notes up to the cursor), keyset by id;
 # an incident changed after the cursor comes again in the incremental stream (upserts are idempotent).
@@ -201,7 +202,7 @@ ORDER BY CAST(id AS text) LIMIT :limit""", order_by="ORDER BY CAST(i.id AS text)
 _BACKFILL_NOTES_SQL = text(f"""
 SELECT {_NOTE_COLUMNS}
 FROM incident_notes n JOIN users u ON u.id = n.author_id
-WHERE n.incident_id = ANY(:ids) AND n.sync_seq <= :until ORDER BY n.sync_seq
+WHERE n.incident_id = ANY(CAST(:ids AS uuid[])) AND n.sync_seq <= :until ORDER BY n.sync_seq
 """)
 
 _CELL_IDS_SQL = text("SELECT id FROM grid_cells WHERE code = ANY(CAST(:codes AS text[]))")
@@ -382,24 +383,19 @@ def _incremental(seq: int, ctx: PullContext, limit: int, window: int | None):
         lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
                                                             "uid": uid, "limit": limit + 1}).all(),
         seq, limit, hw, window)
-    streams = [(seq_, incident_id) for incident_id, seq_, _ in incidents]  # the JSON comes once the page is cut
-    address = {incident_id: ctid for incident_id, _, ctid in incidents}
-    params = {"cell_ids": cell_ids, "seq": seq, "until": hw, "uid": uid, "limit": limit + 1}
-    streams.extend(db.session.execute(_NOTES_SQL, params).all())
-    for row in db.session.execute(_EXITS_SQL, {"codes": ctx.codes_literal, "seq": seq, "uid": uid,
-                                               "limit": limit + 1}):
-        streams.append((row.sync_seq, _json({"entity": "incident", "op": "evict", "id": str(row.incident_id),
-                                             "seq": row.sync_seq, "reason": "moved_out_of_scope"})))
-    streams.extend(db.session.execute(_CATEGORIES_SQL, {"seq": seq, "until": hw, "limit": limit + 1}).all())
+    address = dict(incidents)  # sync_seq → row address
+    streams = [(seq_, None) for seq_ in address]  # an incident's JSON comes once the page is cut
+    streams.extend(db.session.execute(_OTHER_CHANGES_SQL, {"cell_ids": cell_ids, "codes": ctx.codes_literal, "seq": seq,
+                                                           "until": hw, "uid": uid, "limit": limit + 1}).all())
     streams = [s for s in streams if s[0] <= hw]  # nothing past the snapshot's committed high water
     streams.sort(key=lambda s: s[0])
     more = len(streams) > limit
     streams = streams[:limit]
-    tids = [address[item] for _, item in streams if isinstance(item, UUID)]
-    built = {row.id: row.change for row in db.session.execute(_INCIDENT_CHANGES_SQL, {
-        "tids": _array(tids), "cell_ids": cell_ids, "cell_codes": ctx.cell_codes})} if tids else {}
-    # An incident's id becomes its JSON; the other changes are JSON already.
-    return [built.get(item, item) for _, item in streams], (streams[-1][0] if streams else seq), more
+    tids = [address[seq_] for seq_, item in streams if item is None]
+    built = {seq_: change for seq_, _, change in db.session.execute(_INCIDENT_CHANGES_SQL, {
+        "tids": _array(tids), "cell_ids": cell_ids, "cell_codes": ctx.cell_codes}).all()} if tids else {}
+    # An incident (None) becomes its JSON; the other changes are JSON already.
+    return [built[seq_] if item is None else item for seq_, item in streams], (streams[-1][0] if streams else seq), more
 
 
 def _backfill(backfill: dict, ctx: PullContext, limit: int):
@@ -412,8 +408,9 @@ def _backfill(backfill: dict, ctx: PullContext, limit: int):
     # The notes of the backfilled incidents, up to the same point.
     ids = [r.id for r in rows]
     if ids:
-        out.extend(n.change for n in db.session.execute(_BACKFILL_NOTES_SQL, {"ids": ids, "until": backfill["until"]}))
-    next_backfill = {**backfill, "after": str(rows[-1].id)} if more else None
+        out.extend(n.change for n in db.session.execute(_BACKFILL_NOTES_SQL, {"ids": _array(ids),
+                                                                              "until": backfill["until"]}))
+    next_backfill = {**backfill, "after": rows[-1].id} if more else None
     return out, next_backfill, more
 
 
