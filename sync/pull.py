@@ -81,7 +81,7 @@ def _json_object(*pairs: tuple[str, list]) -> list:
 # (raw) plus its WGS84 conversion. task_user: a verification (核实) or check (核查) task for this worker
 # when the status says so. Over `page i` (the incidents to build) with the cell codes `c` and the user
 # names `r`, `t` (as JSON text) joined in by _incidents_json.
-_INCIDENT_HEAD = (("id", _quoted("i.id")), ("seq", _num("i.sync_seq")), ("version", _num("i.version")))
+_INCIDENT_HEAD = (("id", _quoted("i.id")), ("seq", _or_null(_num("i.sync_seq"))), ("version", _num("i.version")))
 _INCIDENT_DATA = _json_object(
     ("case_number", _json_str("i.case_number")), ("status", _json_str("i.status")),
     ("category", _json_str("i.category_code_raw")), ("description", _json_str("i.description")),
@@ -176,18 +176,24 @@ SELECT e.sync_seq, {_EXIT_CHANGE} AS change FROM sync_scope_exits e JOIN inciden
 WHERE e.sync_seq > :seq AND e.old_cell_code = ANY(CAST(:codes AS text[]))
   AND (e.new_cell_code IS NULL OR NOT e.new_cell_code = ANY(CAST(:codes AS text[]))) AND i.reporter_id <> :uid
 ORDER BY e.sync_seq LIMIT :limit"""
-_CATEGORIES = """
-SELECT k.sync_seq, json_build_object(
-    'entity', 'category', 'op', CASE WHEN k.is_active THEN 'upsert' ELSE 'delete' END, 'id', CAST(k.id AS text),
-    'seq', k.sync_seq,
-    'data', json_build_object(
-        'standard', k.standard, 'kind', k.kind, 'code', k.code, 'name', k.name, 'major_code', k.major_code,
-        'major_name', k.major_name,
-        'conditions', COALESCE((SELECT json_agg(json_build_object(
-                                    'register_condition', cc.register_condition, 'close_condition', cc.close_condition,
-                                    'time_limit', cc.time_limit, 'time_unit', cc.time_unit) ORDER BY cc.seq)
-                                FROM category_conditions cc WHERE cc.category_id = k.id), '[]')))::text AS change
+_CONDITION = _sql(_json_object(
+    ("register_condition", _json_str("cc.register_condition")), ("close_condition", _json_str("cc.close_condition")),
+    ("time_limit", _num("cc.time_limit")), ("time_unit", _json_str("cc.time_unit"))))
+_CATEGORY_CHANGE = _sql(_json_object(
+    ("entity", _const("category")), ("op", [(False, """CASE WHEN k.is_active THEN '"upsert"' ELSE '"delete"' END""")]),
+    ("id", _quoted("k.id")), ("seq", _num("k.sync_seq")),
+    ("data", _json_object(
+        ("standard", _json_str("k.standard")), ("kind", _json_str("k.kind")), ("code", _json_str("k.code")),
+        ("name", _json_str("k.name")), ("major_code", _json_str("k.major_code")),
+        ("major_name", _json_str("k.major_name")),
+        ("conditions", [(False, "COALESCE(kc.conditions, '[]')")])))))
+# The conditions are listed once for the whole catalogue (a look-up per category scanned all the conditions:
+# category_conditions has no index on category_id).
+_CATEGORIES = f"""
+SELECT k.sync_seq, {_CATEGORY_CHANGE} AS change
 FROM categories k
+LEFT JOIN (SELECT cc.category_id, '[' || string_agg({_CONDITION}, ',' ORDER BY cc.seq) || ']' AS conditions
+           FROM category_conditions cc GROUP BY cc.category_id) kc ON kc.category_id = k.id
 WHERE k.sync_seq > :seq AND k.sync_seq <= :until
 ORDER BY k.sync_seq
 LIMIT :limit"""
