@@ -9,7 +9,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from psycopg import IsolationLevel
+from sqlalchemy import event, func, select, text
 
 from gridapp.api import GZIP_FAST_BYTES
 from gridapp.extensions import db
@@ -17,6 +18,7 @@ from gridapp.models import Category, GridCell, Incident, IncidentNote, ScopeExit
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE
 from gridapp.services.users import assign_cells
+from sync import pull as sync_pull
 from sync.pull import incidents_in_window
 from tests.factories import make_user, make_world
 from tests.sync.phones import phone
@@ -222,3 +224,69 @@ def test_a_large_page_is_gzipped_fast_and_a_small_one_as_before(app, world, tmp_
         assert zipped.data[8] == level_flag
         unzipped, expected = json.loads(gzip.decompress(zipped.data)), plain.get_json()
         assert unzipped["changes"] == expected["changes"] and unzipped["next_cursor"] == expected["next_cursor"]
+
+
+def test_a_page_is_one_repeatable_read_transaction_from_authentication_on(app, world, tmp_path):
+    """The pull view starts the snapshot before authentication (psycopg opens the request's transaction with
+    BEGIN ISOLATION LEVEL REPEATABLE READ): every statement of a page, the token's included, runs in that one
+    transaction, with no COMMIT before the page's end and no ORM re-reading of device or user. A statement
+    count, not a timing: a full page runs principal, context, scan, other streams, JSON, and the ack."""
+    reporter = phone(app, tmp_path, world["other_worker"], name="reporter")
+    for i in range(4):
+        reporter.report("06010", f"report {i}", *point_in(i % 3))
+    reporter.push()
+    client = phone(app, tmp_path, world["worker"], name="worker")
+    client.pull(limit=2)  # a cursor, so that the next page acknowledges something
+    cursor, token = client._meta("cursor"), client._meta("access_token")
+    reporter.report("06010", "one more", *point_in(0))
+    reporter.push()
+    db.session.remove()  # as a request in production starts: no transaction of the test's (app context shared)
+    seen, commits = [], []
+
+    def statement(conn, cursor_, sql, params, context, executemany):
+        seen.append((" ".join(sql.split())[:40], conn.connection.dbapi_connection.isolation_level))
+
+    def commit(conn):
+        commits.append(conn)
+
+    event.listen(db.engine, "before_cursor_execute", statement)
+    event.listen(db.engine, "commit", commit)
+    try:
+        response = app.test_client().get(CHANGES, query_string={"cursor": cursor, "limit": 500},
+                                          headers={"Authorization": f"Bearer {token}"})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", statement)
+        event.remove(db.engine, "commit", commit)
+    assert response.status_code == 200 and len(response.get_json()["changes"]) == 1
+    assert seen[0][0].startswith("SELECT api_tokens.id"), "the token is read first, in the snapshot"
+    assert {level for _, level in seen} == {IsolationLevel.REPEATABLE_READ}
+    assert [sql.split()[0] for sql, _ in seen] == ["SELECT", "SELECT", "UPDATE", "SELECT", "(", "WITH"], seen
+    assert len(commits) == 1, "one transaction: the page's end"
+
+
+def test_a_row_changed_while_the_page_is_built_comes_as_the_snapshot_saw_it(app, world, tmp_path, monkeypatch):
+    """The page's incidents are fetched by the row addresses the scan found: a row another transaction
+    changes (and commits) between the scan and the JSON comes as of the page's snapshot, and its new version
+    comes with the next page (its new sync_seq is after the cursor)."""
+    reporter = phone(app, tmp_path, world["other_worker"], name="reporter")
+    incident_id = reporter.report("06010", "as reported", *point_in(0))
+    reporter.push()
+    client = phone(app, tmp_path, world["worker"], name="worker")
+    scan = sync_pull.incidents_in_window
+
+    def scan_then_edit_elsewhere(*args, **kwargs):
+        rows = scan(*args, **kwargs)
+        with db.engine.connect() as other:  # another connection: its own transaction, committed now
+            other.execute(text("UPDATE incidents SET description = 'edited meanwhile', version = version + 1 "
+                               "WHERE id = :id"), {"id": incident_id})
+            other.commit()
+        return rows
+
+    monkeypatch.setattr(sync_pull, "incidents_in_window", scan_then_edit_elsewhere)
+    client.pull()
+    assert client.incidents()[incident_id] == {"version": 1, "data": {
+        **client.incidents()[incident_id]["data"], "description": "as reported"}}
+    monkeypatch.setattr(sync_pull, "incidents_in_window", scan)
+    client.pull()
+    assert client.incidents()[incident_id]["version"] == 2
+    assert client.incidents()[incident_id]["data"]["description"] == "edited meanwhile"
