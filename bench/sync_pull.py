@@ -24,9 +24,11 @@ Requests (one keep-alive connection, Accept-Encoding: gzip like the reference cl
 - incremental: after catching up, 10 new reports are pushed in worker 1's cells; the pull from the caught-up
   cursor returns those few changes; and a pull with nothing new.
 Baseline: the page's main statements (imported from sync.pull so they cannot drift) through psycopg with
-prepare=True and the same parameters: the windowed id scan (_INCREMENTAL_SQL at the window the app ends with,
-found by the app's own incidents_in_window) and the JSON of its first 500 rows (_INCIDENT_CHANGES_SQL); and
-all the statements one page runs, in one REPEATABLE READ transaction. Printed: p50/p95/p99 per kind, ratios, and the target (p95 < 50 ms).
+prepare=True and the same parameters: the windowed scan (_INCREMENTAL_SQL: sync_seq and row address, at the
+window the app ends with, found by the app's own incidents_in_window) and the JSON of its first 500 rows by
+their row addresses (_INCIDENT_CHANGES_SQL); and all the statements one page runs (the token's principal,
+sync.pull's context, the other streams, the ack), in one REPEATABLE READ transaction. Printed: p50/p95/p99 per
+kind, ratios, and the target (p95 < 50 ms).
 """
 import argparse
 import gzip

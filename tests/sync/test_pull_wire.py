@@ -262,6 +262,8 @@ def test_a_page_is_one_repeatable_read_transaction_from_authentication_on(app, w
     assert {level for _, level in seen} == {IsolationLevel.REPEATABLE_READ}
     assert [sql.split()[0] for sql, _ in seen] == ["SELECT", "SELECT", "UPDATE", "SELECT", "(", "WITH"], seen
     assert len(commits) == 1, "one transaction: the page's end"
+    # The pooled connection goes back at the default level: the next transaction on it is not a snapshot.
+    assert db.session.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
 
 
 def test_a_row_changed_while_the_page_is_built_comes_as_the_snapshot_saw_it(app, world, tmp_path, monkeypatch):
