@@ -14,13 +14,12 @@ import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
-from geoalchemy2 import Geometry, WKBElement
+from geoalchemy2 import WKBElement
 from marshmallow import ValidationError
 from shapely.geometry import Point
-from sqlalchemy import Row, Table, or_, select, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Row, Table, text
 
 import geo.crs
 from geo.errors import GeometryError
@@ -118,14 +117,14 @@ def _seen_before(creates: list[PlainCreate], ctx: PushContext) -> set[uuid.UUID]
     by_seq = {c.mutation["device_seq"]: c.mutation["mutation_id"] for c in creates}
     by_incident = {c.mutation["incident_id"]: c.mutation["mutation_id"] for c in creates}
     seen = set()
-    for mutation_id, device_id, seq in db.session.execute(
-            select(SyncReceipt.mutation_id, SyncReceipt.device_id, SyncReceipt.device_seq).where(or_(
-                SyncReceipt.mutation_id.in_(mutation_ids),
-                (SyncReceipt.device_id == ctx.device_id) & SyncReceipt.device_seq.in_(list(by_seq))))):
+    # Arrays, not IN lists: one statement text whatever the run's size (SQLAlchemy renders and psycopg
+    # parses an IN list anew for each size).
+    for mutation_id, device_id, seq in db.session.execute(_SEEN_RECEIPTS_SQL, {
+            "mutation_ids": mutation_ids, "device_id": ctx.device_id, "seqs": list(by_seq)}):
         seen.add(mutation_id)
         if device_id == ctx.device_id and seq in by_seq:
             seen.add(by_seq[seq])
-    for incident_id in db.session.scalars(select(Incident.id).where(Incident.id.in_(list(by_incident)))):
+    for incident_id in db.session.scalars(_EXISTING_INCIDENTS_SQL, {"ids": list(by_incident)}):
         seen.add(by_incident[incident_id])
     return seen
 
@@ -199,46 +198,43 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
 
 
 def insert_rows(table: Table, rows: list[dict]) -> None:
-    """INSERT many rows (dicts with the same keys) as ONE statement: `INSERT … SELECT … FROM unnest(arrays)`.
+    """INSERT many rows (dicts with the same keys) as ONE statement, from one JSON array of the rows.
 
     `session.execute(insert(table), rows)` sends one INSERT per row (psycopg's pipelined executemany):
     PostgreSQL then plans and runs each row as its own statement, and per-statement triggers (the map
-    counts' transition table) fire once per row. With one array per column the database does a third of
-    the work per row (bench/RESULTS.md, "Push throughput"), and the client dumps 20 arrays instead of
-    thousands of parameters. JSONB values go as JSON text, geometries as hex EWKB.
+    counts' transition table) fire once per row; one `INSERT … SELECT … FROM json_populate_recordset`
+    costs the database a half to a third as much per row (bench/RESULTS.md, "Push throughput"), and the
+    client sends one string made by one json.dumps (arrays per column cost more to dump than the rows
+    save). Values are read by the columns' own input functions: uuids, datetimes (ISO 8601) and
+    geometries (hex EWKB) go as strings.
     """
-    if not rows:
-        return
-    names = list(rows[0])
-    columns = [table.c[name] for name in names]
-    params = {}
-    for i, column in enumerate(columns):
-        values = [row[column.name] for row in rows]
-        if isinstance(column.type, JSONB):
-            values = [None if v is None else json.dumps(v) for v in values]
-        elif isinstance(column.type, Geometry):
-            values = [None if v is None else _ewkb_hex(v) for v in values]
-        params[f"c{i}"] = values
-    db.session.execute(_insert_sql(table, tuple(names)), params)
+    if rows:
+        db.session.execute(_insert_sql(table, tuple(rows[0])), {"rows": json.dumps(rows, default=_json_value)})
 
 
 @functools.cache
 def _insert_sql(table: Table, names: tuple[str, ...]):
-    dialect = postgresql.psycopg.dialect()
-    arrays = []
-    for i, name in enumerate(names):
-        kind = table.c[name].type
-        # Geometry arrays are read as text[] first: PostGIS's array delimiter for geometry is ':', not ','.
-        param = f"CAST(:c{i} AS text[])" if isinstance(kind, Geometry) else f":c{i}"
-        arrays.append(f"CAST({param} AS {kind.compile(dialect=dialect)}[])")
-    return text(f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({', '.join(arrays)})")
+    columns = ", ".join(names)
+    return text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} "
+                f"FROM json_populate_recordset(NULL::{table.name}, CAST(:rows AS json))")
 
 
-def _ewkb_hex(element: WKBElement) -> str:
-    """Hex EWKB (with its SRID) of a GeoAlchemy2 WKB element, as PostGIS's geometry input reads it."""
-    return element.as_ewkb().desc if not element.extended else element.desc
+def _json_value(value):
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, WKBElement):  # hex EWKB (with its SRID), as PostGIS's geometry input reads it
+        return value.desc if value.extended else value.as_ewkb().desc
+    raise TypeError(f"insert_rows cannot send {type(value).__name__}")
 
 
+_SEEN_RECEIPTS_SQL = text("""
+SELECT mutation_id, device_id, device_seq FROM sync_receipts
+WHERE mutation_id = ANY(CAST(:mutation_ids AS uuid[]))
+   OR (device_id = :device_id AND device_seq = ANY(CAST(:seqs AS bigint[])))
+""")
+_EXISTING_INCIDENTS_SQL = text("SELECT id FROM incidents WHERE id = ANY(CAST(:ids AS uuid[]))")
 _KEY_SHARE_SQL = text("""
 SELECT (SELECT count(*) FROM (SELECT FROM incidents WHERE id = ANY(CAST(:incidents AS uuid[])) FOR KEY SHARE) i),
        (SELECT count(*) FROM (SELECT FROM categories WHERE id = ANY(CAST(:categories AS int[])) FOR KEY SHARE) c)
