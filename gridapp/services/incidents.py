@@ -169,15 +169,17 @@ SELECT n.ord, (
         FROM incidents o
         WHERE o.id <> n.id AND o.category_code_raw = n.cat AND o.status = ANY(:open)
           AND o.received_at >= n.received_at - make_interval(hours => :hours)
-          AND o.location && ST_Expand(n.geom, :metres / (111319 * cos(radians(least(abs(ST_Y(n.geom)) + 0.01, 89)))),
-                                      :metres / 110574.0)  -- index prefilter, then the exact distance
+          AND o.location && n.box  -- index prefilter, then the exact distance
           AND ST_DWithin(o.location::geography, n.geom::geography, :metres)
         UNION ALL
         SELECT b.id, ST_Distance(b.geom::geography, n.geom::geography), b.received_at, b.ord
         FROM new b
-        WHERE b.ord < n.ord AND b.cat = n.cat AND ST_DWithin(b.geom::geography, n.geom::geography, :metres)
+        WHERE b.ord < n.ord AND b.cat = n.cat AND b.geom && n.box  -- the same prefilter for the batch's reports
+          AND ST_DWithin(b.geom::geography, n.geom::geography, :metres)
     ) d ORDER BY d.distance, d.received_at, d.ord LIMIT 1)
-FROM new n
+FROM (SELECT new.*, ST_Expand(geom, :metres / (111319 * cos(radians(least(abs(ST_Y(geom)) + 0.01, 89)))),
+                              :metres / 110574.0) AS box
+      FROM new) n
 """
 _DUPLICATE_OF_NEW_SQL = text("""
 WITH new AS (
