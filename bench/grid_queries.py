@@ -215,6 +215,7 @@ def load_grid(grid: Grid) -> dict:
     from gridapp.extensions import db
     from gridapp.services.areas import ensure_area
     from gridapp.services.auth import issue_token
+    from gridapp.services.grids import rebuild_cell_index
     from gridapp.services.users import create_user
 
     county = ensure_area(COUNTY, "基准县", "county")
@@ -230,6 +231,7 @@ def load_grid(grid: Grid) -> dict:
         "codes": [v.code for v in villages], "village_ids": [v.id for v in villages],
         "township_ids": [v.parent_id for v in villages],
     })
+    rebuild_cell_index()  # as gridapp.services.grids.import_cells does after inserting cells
     create_user(USERNAME, "dispatcher", county, PASSWORD)
     token, _ = issue_token(USERNAME, PASSWORD, 24 * 3600)
     db.session.commit()

@@ -209,12 +209,16 @@ class WaitSampler:
         self.libpq, self.interval, self.limit_s = libpq_url(db_url), interval, limit_s
         self.counts: Counter = Counter()
         self.samples = 0
+        self.backend_pid = None
+        self._started = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         deadline = time.monotonic() + self.limit_s
         with psycopg.connect(self.libpq, autocommit=True) as conn:
+            self.backend_pid = conn.info.backend_pid
+            self._started.set()
             while not self._stop.is_set() and time.monotonic() < deadline:
                 rows = conn.execute("""
                     SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait)'), left(query, 60)
@@ -228,6 +232,7 @@ class WaitSampler:
 
     def __enter__(self):
         self._thread.start()
+        self._started.wait(timeout=30)
         return self
 
     def __exit__(self, *exc):
@@ -242,6 +247,56 @@ class WaitSampler:
         for (wait, kind), n in self.counts.most_common(top):
             lines.append(f"  {100 * n / total:5.1f}%  {wait:<34} during {kind}")
         return lines
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent during the timed push by the gunicorn workers, by the database's client backends
+    (read from /proc: the server is local) and by the phone threads (each adds its own thread_time)."""
+
+    def __init__(self, db_url: str, master_pid: int, exclude_pids=()):
+        self.libpq, self.master_pid, self.exclude = libpq_url(db_url), master_pid, set(exclude_pids)
+        self.phones = 0.0
+        self._lock = threading.Lock()
+
+    def _snapshot(self) -> tuple[dict, dict]:
+        children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children").read_text().split()
+        with psycopg.connect(self.libpq, autocommit=True) as conn:
+            pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchall()
+        return ({int(p): proc_cpu_s(int(p)) for p in children},
+                {pid: proc_cpu_s(pid) for (pid,) in pids if pid not in self.exclude})
+
+    def start(self):
+        self._start = self._snapshot()
+
+    def stop(self):
+        end = self._snapshot()
+        self.app, self.db = (sum(v - start.get(pid, 0.0) for pid, v in now.items())
+                             for start, now in zip(self._start, end, strict=True))
+
+    def phone(self, work):
+        def timed(phone):
+            began = time.thread_time()
+            try:
+                return work(phone)
+            finally:
+                with self._lock:
+                    self.phones += time.thread_time() - began
+        return timed
+
+    def report(self, reports: int) -> str:
+        per = [1000 * v / max(reports, 1) for v in (self.phones, self.app, self.db)]
+        return (f"CPU per report: phones {per[0]:.2f} ms + gunicorn {per[1]:.2f} ms + PostgreSQL backends "
+                f"{per[2]:.2f} ms = {sum(per):.2f} ms (2 cores: ≤ {2000 / sum(per):,.0f} reports/s)")
 
 
 def _statement_kind(query: str) -> str:
@@ -280,12 +335,14 @@ def fresh_connection(phone: Phone) -> None:
         inner.connection = None
 
 
-def run_phones(count: int, setup, work, finish, limit_s: float) -> tuple[float, list, list]:
+def run_phones(count: int, setup, work, finish, limit_s: float, on_start=None) -> tuple[float, list, list]:
     """Run each phone in its own thread (SQLite stores are per thread): setup(i) → phone, then, all threads
     released at once, work(phone), then finish(phone) → result (untimed). Bounded by `limit_s`.
+    `on_start()`, if given, runs in the calling thread once every phone is set up, just before the release.
 
     :returns: (wall seconds from the release to the end of the last work(), results by index, errors).
     """
+    ready = threading.Barrier(count + 1, timeout=limit_s)
     barrier = threading.Barrier(count + 1, timeout=limit_s)
     results, ends, errors = [None] * count, [None] * count, []
 
@@ -296,6 +353,7 @@ def run_phones(count: int, setup, work, finish, limit_s: float) -> tuple[float, 
         except Exception as exc:  # noqa: BLE001 - reported, never hidden; the other phones still run
             errors.append(f"phone {index} (set-up): {type(exc).__name__}: {exc}")
         try:
+            ready.wait()
             barrier.wait()
         except threading.BrokenBarrierError:
             errors.append(f"phone {index}: the start barrier broke (time limit)")
@@ -318,6 +376,9 @@ def run_phones(count: int, setup, work, finish, limit_s: float) -> tuple[float, 
     for t in threads:
         t.start()
     try:
+        ready.wait()  # every phone set up
+        if on_start is not None:
+            on_start()
         barrier.wait()
     except threading.BrokenBarrierError:
         pass
@@ -425,9 +486,11 @@ SQL_KINDS = [
     (r"FROM devices", "device lookup"),
     (r"^\s*UPDATE devices", "UPDATE device (clock offset)"),
     (r"FROM sync_receipts\s+WHERE sync_receipts\.mutation_id IN", "receipts + device_seq of a run (one lookup)"),
+    (r"FROM sync_receipts\s+WHERE mutation_id = ANY", "receipts + device_seq of a run (one lookup)"),
     (r"FROM sync_receipts\s+WHERE sync_receipts\.mutation_id = ", "receipt lookup by mutation_id"),
     (r"FROM sync_receipts\s+WHERE sync_receipts\.device_id", "receipt lookup by (device, seq)"),
     (r"FROM incidents\s+WHERE incidents\.id IN", "incidents exist? (one lookup for a run)"),
+    (r"^SELECT id FROM incidents WHERE id = ANY", "incidents exist? (one lookup for a run)"),
     (r"FROM incidents\s+WHERE incidents\.id = %\(pk_1\)s", "incident exists? (get by id)"),
     (r"grid_cells|grid_locate", "cell lookup (ST_Intersects)"),
     (r"FROM categories", "category lookup"),
@@ -565,7 +628,8 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="bench_sync_push_"))
     results = {}
-    with gunicorn(db_url, args.gunicorn_workers, args.gunicorn_threads, args.pythonpath, args.app_spec) as base:
+    with gunicorn_process(db_url, args.gunicorn_workers, args.gunicorn_threads, args.pythonpath,
+                          args.app_spec) as (base, master):
         print(f"server: gunicorn gthread {args.gunicorn_workers} workers × {args.gunicorn_threads} threads at {base} "
               f"({args.app_spec})")
         workers = world["workers"][:scale.phones]
@@ -582,8 +646,10 @@ def main(argv=None) -> int:
                     "ids": [r["incident_id"] for r in phone.client.results().values() if r.get("incident_id")]}
 
         with WaitSampler(db_url) as sampler:
-            wall, outcomes, errors = run_phones(len(workers), setup, lambda ph: push(ph, BATCH), finish,
-                                                limit_s=1800)
+            meter = CpuMeter(db_url, master.pid, exclude_pids=[sampler.backend_pid])
+            wall, outcomes, errors = run_phones(len(workers), setup, meter.phone(lambda ph: push(ph, BATCH)),
+                                                finish, limit_s=1800, on_start=meter.start)
+            meter.stop()
         outcomes = [o for o in outcomes if o]
         batch_times = [s for o in outcomes for s in o["batches"]]
         counts = Counter()
@@ -598,6 +664,7 @@ def main(argv=None) -> int:
     for line in errors[:5]:
         print("  error: " + line)
     print(f"  batch request latency ({BATCH} mutations): {ms(batch_times)}")
+    print("  " + meter.report(applied))
     print("  what busy backends were doing (pg_stat_activity every 10 ms):")
     for line in sampler.report():
         print("  " + line)

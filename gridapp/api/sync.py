@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Response, current_app, g, request
 from flask_smorest import Blueprint
-from sqlalchemy import select
+from sqlalchemy import ARRAY, Uuid, any_, cast, select
 
 from gridapp.api.security import require
 from gridapp.errors import CursorInvalid, DeviceDraining, PayloadTooLarge, ProtocolUnsupported
@@ -104,10 +104,12 @@ def _add_applied_seq(results: list[dict]) -> None:
     note_ids = {_uuid(r.get("note_id")) for r in results} - {None}
     seqs = {}
     if incident_ids:
-        seqs.update(db.session.execute(select(Incident.id, Incident.sync_seq).where(Incident.id.in_(incident_ids))).all())
+        # = ANY(array), not IN: one statement text whatever the batch's size
+        seqs.update(db.session.execute(select(Incident.id, Incident.sync_seq).where(
+            Incident.id == any_(cast(list(incident_ids), ARRAY(Uuid))))).all())
     if note_ids:
-        seqs.update(db.session.execute(select(IncidentNote.id, IncidentNote.sync_seq)
-                                       .where(IncidentNote.id.in_(note_ids))).all())
+        seqs.update(db.session.execute(select(IncidentNote.id, IncidentNote.sync_seq).where(
+            IncidentNote.id == any_(cast(list(note_ids), ARRAY(Uuid))))).all())
     for result in results:
         seq = seqs.get(_uuid(result.get("note_id")) or _uuid(result.get("incident_id")))
         if seq is not None and result["status"] != p.QUARANTINED:

@@ -75,11 +75,12 @@ def place(location: dict):
     return Point(lon, lat), cell_at(lon, lat)
 
 
-# grids.cell_at for many points at once: the same SQL function (grid_locate, lowest code on shared edges).
+# grids.cell_at for many points at once: grid_locate_many, grid_locate's query (lowest code on shared edges)
+# for an array of points in one call (migration c3a7e9d1f452; a test checks both agree on edges).
 _LOCATE_MANY_SQL = text("""
-SELECT p.ord, c.id, c.code, c.township_id, c.township_code
-FROM unnest(CAST(:lons AS float8[]), CAST(:lats AS float8[])) WITH ORDINALITY AS p(lon, lat, ord)
-CROSS JOIN LATERAL grid_locate('', p.lon, p.lat) c
+SELECT m.ord, m.id, m.code, m.township_id, t.code AS township_code
+FROM grid_locate_many('', CAST(:lons AS float8[]), CAST(:lats AS float8[])) m
+JOIN admin_areas t ON t.id = m.township_id
 """)
 
 
@@ -169,15 +170,17 @@ SELECT n.ord, (
         FROM incidents o
         WHERE o.id <> n.id AND o.category_code_raw = n.cat AND o.status = ANY(:open)
           AND o.received_at >= n.received_at - make_interval(hours => :hours)
-          AND o.location && ST_Expand(n.geom, :metres / (111319 * cos(radians(least(abs(ST_Y(n.geom)) + 0.01, 89)))),
-                                      :metres / 110574.0)  -- index prefilter, then the exact distance
+          AND o.location && n.box  -- index prefilter, then the exact distance
           AND ST_DWithin(o.location::geography, n.geom::geography, :metres)
         UNION ALL
         SELECT b.id, ST_Distance(b.geom::geography, n.geom::geography), b.received_at, b.ord
         FROM new b
-        WHERE b.ord < n.ord AND b.cat = n.cat AND ST_DWithin(b.geom::geography, n.geom::geography, :metres)
+        WHERE b.ord < n.ord AND b.cat = n.cat AND b.geom && n.box  -- the same prefilter for the batch's reports
+          AND ST_DWithin(b.geom::geography, n.geom::geography, :metres)
     ) d ORDER BY d.distance, d.received_at, d.ord LIMIT 1)
-FROM new n
+FROM (SELECT new.*, ST_Expand(geom, :metres / (111319 * cos(radians(least(abs(ST_Y(geom)) + 0.01, 89)))),
+                              :metres / 110574.0) AS box
+      FROM new) n
 """
 _DUPLICATE_OF_NEW_SQL = text("""
 WITH new AS (
