@@ -49,6 +49,7 @@ class PushContext:
     trusted: bool = False  # a dispatcher applying a reviewed item: the scope check is theirs
     quarantined_incidents: set = field(default_factory=set)  # incident ids quarantined earlier in the batch
     outbox: list = field(default_factory=list)  # committed outbox message ids, to enqueue after the batch
+    arrival: dict = field(default_factory=dict)  # category code → workflow.ArrivalCondition (set-based 自动立案)
     _grace_codes: frozenset | None = None
 
     def __post_init__(self):
