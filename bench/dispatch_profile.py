@@ -43,6 +43,7 @@ def main(argv=None):
     parser.add_argument("--reports", type=int, default=200)
     parser.add_argument("--profile", choices=("push", "job", "none"), default="none")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--statements", action="store_true", help="print the SQL of the last push and its job")
     args = parser.parse_args(argv)
     import os
     os.environ.setdefault("GRIDAPP_DUPLICATE_DISTANCE_M", "0.1")
@@ -60,16 +61,24 @@ def main(argv=None):
         cells = [c.code for c in user.cells] if hasattr(user, "cells") else []
         username = user.username
         db.session.commit()
-        from bench.sync_push import build_world  # noqa: F401 (only for the cell polygons below)
-        from geoalchemy2.shape import to_shape
         from types import SimpleNamespace
+
+        from geoalchemy2.shape import to_shape
+
+        from bench.sync_push import build_world  # noqa: F401 (only for the cell polygons below)
         polys = [SimpleNamespace(ring=list(to_shape(c.geom).exterior.coords))
                  for c in db.session.scalars(select(GridCell).where(GridCell.code.in_(cells)))]
         db.session.remove()
     statements = {"n": 0}
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", lambda *a, **k: statements.__setitem__("n", statements["n"] + 1))
+    log = []
+
+    def count(conn, cursor, statement, *rest):
+        statements["n"] += 1
+        log.append(" ".join(statement.split())[:230])
+
+    event.listen(engine, "before_cursor_execute", count)
     rng = random.Random(time.time_ns())
     with tempfile.TemporaryDirectory() as tmp:
         phone = PhoneClient(TestTransport(app.test_client()), str(Path(tmp) / "p.sqlite"))
@@ -81,8 +90,9 @@ def main(argv=None):
             assert res.get("applied") == 1, res
         for i in range(10):  # warm-up
             one(i)
-        from gridapp.jobs.worker import AppWorker
         from rq import SimpleWorker  # noqa: F401
+
+        from gridapp.jobs.worker import AppWorker
         worker_class = type("W", (AppWorker,), {"flask_app": app})
         with app.app_context():
             worker_class(["default"], connection=redis_store.connection).work(burst=True)
@@ -103,6 +113,14 @@ def main(argv=None):
             worker_class(["default"], connection=redis_store.connection).work(burst=True)
         prof.disable()
         cpu_job, wall_job, st_job = time.process_time() - cpu0, time.perf_counter() - wall0, statements["n"]
+        if args.statements:
+            with app.app_context():
+                log.clear()
+                one(10_000)
+                print("-- push of one report:", *log, sep="\n  ")
+                log.clear()
+                worker_class(["default"], connection=redis_store.connection).work(burst=True)
+                print("-- its job:", *log, sep="\n  ")
     n = args.reports
     time.sleep(0.5)
     print(f"push (test client, batch of 1): CPU {cpu_push / n * 1000:.2f} ms, wall {wall_push / n * 1000:.2f} ms, "
