@@ -1,9 +1,10 @@
 """Profile the dispatch path in-process: the push request for a batch of one (Flask test client) and the route
 jobs it produces (a real AppWorker in burst mode), with CPU time per report and SQL statements per report.
 
-Run after `python -m bench.dispatch_latency --smoke` (it builds the world in GRIDAPP_BENCH_DISPATCH_DB_URL):
+Database: GRIDAPP_BENCH_DISPATCH_DB_URL (name ending in _bench_dispatch); `--build` (re)builds the benchmark's
+world there (bench.dispatch_latency.set_up; drops every table). Redis: PROFILE_REDIS_URL (default db 8), flushed.
 
-    .venv/bin/python -m bench.dispatch_profile [--reports 200] [--profile push|job|none] [--top 40]
+    .venv/bin/python -m bench.dispatch_profile [--build] [--reports 200] [--profile push|job|none] [--top 40]
 """
 import argparse
 import cProfile
@@ -17,7 +18,6 @@ from pathlib import Path
 from sqlalchemy import event, select
 
 from bench.dispatch_latency import CATEGORY, HOOK_SECRET, Receiver, bench_db_url
-from bench.escalation_sweep import make_app
 from bench.sync_push import WORKER_PASSWORD
 from sync.client import PhoneClient, Response
 from sync.simulate import random_point
@@ -41,17 +41,25 @@ class TestTransport:
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--reports", type=int, default=200)
+    parser.add_argument("--build", action="store_true", help="build the world first (wipes the database)")
     parser.add_argument("--profile", choices=("push", "job", "none"), default="none")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--statements", action="store_true", help="print the SQL of the last push and its job")
     args = parser.parse_args(argv)
     import os
     os.environ.setdefault("GRIDAPP_DUPLICATE_DISTANCE_M", "0.1")
-    app = make_app(bench_db_url())
+    from bench.escalation_sweep import SECRET_KEY
+    from gridapp import create_app
+    app = create_app({"SECRET_KEY": SECRET_KEY, "SQLALCHEMY_DATABASE_URI": bench_db_url(),
+                      "REDIS_URL": os.environ.get("PROFILE_REDIS_URL", "redis://127.0.0.1:6379/8"),
+                      "ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024})
     app.config["DUPLICATE_DISTANCE_M"] = 0.1
     from gridapp.extensions import db, redis_store
     from gridapp.models import Category, GridCell, Squad, User
     receiver = Receiver()
+    if args.build:
+        from bench.dispatch_latency import set_up
+        set_up(app, receiver.url, 4, register_on_arrival=True)
     with app.app_context():
         redis_store.connection.flushdb()
         squad = db.session.scalar(select(Squad).where(Squad.code == "01"))
