@@ -43,6 +43,7 @@ def _job_id(prefix: str, row_id: int) -> str:
 DRAIN_KEY = "gridapp:outbox:drain-pending"
 DRAIN_KEY_TTL = 10  # seconds
 DRAIN_MAX_MESSAGES = 100  # per drain job; a longer backlog continues in the next one
+DRAIN_BATCH = 4  # messages per transaction when several wait (the first webhook waits for the others' routing)
 
 
 def enqueue_outbox(message_ids) -> None:
@@ -76,33 +77,45 @@ def enqueue_messages(message_ids) -> None:
 
 
 def drain_outbox() -> str:
-    """Run the young unprocessed outbox messages, oldest first, each in its own transaction with its first
-    deliveries right after its commit (as `process_outbox_message`), until none is left.
+    """Run the young unprocessed outbox messages, oldest first, until none is left: up to DRAIN_BATCH in one
+    transaction (with the messages they create, as `process_outbox_message`), their first deliveries right
+    after its commit.
 
-    Under load one job serves many reports, so RQ's per-job cost (~40 Redis commands) is paid once per
-    batch instead of once per report. Two drain jobs never take the same message (FOR UPDATE SKIP LOCKED),
-    and a message failing here is left to the sweeper (older than OUTBOX_SWEEP_AFTER_SECONDS it is no longer
+    Under load one job serves many reports, so RQ's per-job cost (~40 Redis commands) and a transaction's
+    fixed statements are paid once per batch instead of once per report. Two drain jobs never take the same
+    message (FOR UPDATE SKIP LOCKED). A batch that fails is run again one message per transaction, and a
+    message failing on its own is left to the sweeper (older than OUTBOX_SWEEP_AFTER_SECONDS it is no longer
     a drain's), which gives it a job of its own."""
     redis_store.connection.delete(DRAIN_KEY)  # from now on a new message requests another drain
     young = utcnow() - timedelta(seconds=current_app.config["OUTBOX_SWEEP_AFTER_SECONDS"])
     after, done, failed = 0, 0, 0
-    while done < DRAIN_MAX_MESSAGES:
-        message = db.session.scalar(select(OutboxMessage).where(
+    while done + failed < DRAIN_MAX_MESSAGES:
+        messages = db.session.scalars(select(OutboxMessage).where(
             OutboxMessage.processed_at.is_(None), OutboxMessage.id > after, OutboxMessage.created_at > young)
-            .order_by(OutboxMessage.id).limit(1).with_for_update(skip_locked=True))
-        if message is None:
+            .order_by(OutboxMessage.id).limit(DRAIN_BATCH).with_for_update(skip_locked=True)).all()
+        if not messages:
             db.session.rollback()
             break
-        after = message.id
+        ids = [m.id for m in messages]
+        after = ids[-1]
         try:
-            _process(message)
-        except Exception:  # noqa: BLE001 - the sweeper retries it in a job of its own, where it fails visibly
-            db.session.rollback()
-            log.exception("outbox message %s failed in the drain; the sweeper will retry it", after)
-            failed += 1
+            _process(messages)
+            done += len(ids)
             continue
-        done += 1
-    if done >= DRAIN_MAX_MESSAGES:
+        except Exception:  # noqa: BLE001 - isolated below; the sweeper retries it in a job of its own
+            db.session.rollback()
+            if len(ids) == 1:
+                log.exception("outbox message %s failed in the drain; the sweeper will retry it", after)
+                failed += 1
+                continue
+        for message_id in ids:  # the batch failed: one per transaction, so only the failing one is left
+            try:
+                done += process_outbox_message(message_id) == "done"
+            except Exception:  # noqa: BLE001
+                db.session.rollback()
+                log.exception("outbox message %s failed in the drain; the sweeper will retry it", message_id)
+                failed += 1
+    if done + failed >= DRAIN_MAX_MESSAGES:
         _request_drain()
     return f"{done} done, {failed} failed"
 
@@ -115,17 +128,16 @@ def process_outbox_message(message_id: int) -> str:
     if message is None or message.processed_at is not None:
         db.session.rollback()
         return "skipped"
-    _process(message)
+    _process([message])
     return "done"
 
 
-def _process(message: OutboxMessage) -> None:
-    """Run a locked, unprocessed message with its follow-ups, commit, then make the first deliveries."""
-    notifications = _run_with_follow_ups(message)
+def _process(messages: list[OutboxMessage]) -> None:
+    """Run locked, unprocessed messages with their follow-ups, commit, then make the first deliveries."""
+    notifications = [n for message in messages for n in _run_with_follow_ups(message)]
     db.session.commit()
     # After the commit, so the rows are there for anyone; the sweeper covers a crash right here.
-    for notification_id in notifications:
-        deliver_now(notification_id)
+    deliver_now(notifications)
 
 
 def _run_with_follow_ups(message: OutboxMessage) -> list[int]:
@@ -221,32 +233,42 @@ def _body(incident: Incident, kind: str, key: str) -> dict:
 def deliver_notification(notification_id: int) -> str:
     """POST a notification to its squad's webhook (HMAC-signed, with its idempotency key); retried with
     backoff by RQ; after the last attempt it becomes a dead letter a dispatcher can retry."""
-    row = db.session.execute(select(Notification, Squad).join(Squad, Squad.id == Notification.squad_id)
-                             .where(Notification.id == notification_id)
-                             .with_for_update(of=Notification, skip_locked=True)).first()
-    if row is None or row.Notification.state != "pending":
+    outcome = _deliver([notification_id])[notification_id]
+    if isinstance(outcome, Exception):
+        raise outcome  # RQ retries with the next interval
+    return outcome
+
+
+def _deliver(notification_ids: list[int]) -> dict[int, "str | Exception"]:
+    """Make one delivery attempt for each pending notification among these, locked together (one statement)
+    and committed together after the POSTs; return per id "sent", "dead", "skipped" (not pending, or
+    locked by another delivery) or the failed attempt's exception (to be retried)."""
+    outcomes: dict[int, str | Exception] = dict.fromkeys(notification_ids, "skipped")
+    rows = db.session.execute(select(Notification, Squad).join(Squad, Squad.id == Notification.squad_id)
+                              .where(Notification.id.in_(notification_ids), Notification.state == "pending")
+                              .order_by(Notification.id).with_for_update(of=Notification, skip_locked=True)).all()
+    if not rows:
         db.session.rollback()
-        return "skipped"
-    notification, squad = row
-    notification.attempts += 1
-    notification.enqueued_at = utcnow()
-    try:
-        if not squad.webhook_url:
-            raise RuntimeError(f"squad {squad.code} has no webhook configured")
-        _post(squad.webhook_url, squad.webhook_secret or "", notification)
-    except DELIVERY_ERRORS as exc:
-        notification.last_error = str(exc)[:500]
-        final = notification.attempts > len(DELIVERY_INTERVALS)
-        if final:
-            notification.state = "dead"
-        db.session.commit()
-        if final:
-            log.warning("notification %s is dead after %d attempts", notification_id, notification.attempts)
-            return "dead"
-        raise  # RQ retries with the next interval
-    notification.state, notification.sent_at, notification.last_error = "sent", utcnow(), None
+        return outcomes
+    for notification, squad in rows:
+        notification.attempts += 1
+        notification.enqueued_at = utcnow()
+        try:
+            if not squad.webhook_url:
+                raise RuntimeError(f"squad {squad.code} has no webhook configured")
+            _post(squad.webhook_url, squad.webhook_secret or "", notification)
+        except DELIVERY_ERRORS as exc:
+            notification.last_error = str(exc)[:500]
+            if notification.attempts > len(DELIVERY_INTERVALS):
+                notification.state = outcomes[notification.id] = "dead"
+                log.warning("notification %s is dead after %d attempts", notification.id, notification.attempts)
+            else:
+                outcomes[notification.id] = exc
+            continue
+        notification.state, notification.sent_at, notification.last_error = "sent", utcnow(), None
+        outcomes[notification.id] = "sent"
     db.session.commit()
-    return "sent"
+    return outcomes
 
 
 def _post(url: str, secret: str, notification: Notification) -> None:
@@ -322,13 +344,14 @@ def _readable(sock) -> bool:
 _WEBHOOKS = WebhookConnections()
 
 
-def deliver_now(notification_id: int) -> None:
-    """Make the first delivery attempt in the current job; if it fails, the retries (with the same backoff)
-    run as their own jobs. Saves a queue round trip per notification on the common path."""
-    try:
-        deliver_notification(notification_id)
-    except DELIVERY_ERRORS:
-        enqueue_delivery(notification_id, attempts_made=1)
+def deliver_now(notification_ids: list[int]) -> None:
+    """Make the first delivery attempts in the current job; those that fail continue (with the same backoff)
+    as jobs of their own. Saves a queue round trip per notification on the common path."""
+    if not notification_ids:
+        return
+    for notification_id, outcome in _deliver(notification_ids).items():
+        if isinstance(outcome, Exception):
+            enqueue_delivery(notification_id, attempts_made=1)
 
 
 def enqueue_delivery(notification_id: int, attempts_made: int = 0) -> None:
