@@ -144,14 +144,17 @@ def _run_with_follow_ups(message: OutboxMessage) -> list[int]:
     """Run a message and, in the same transaction, the outbox messages its handler created: they are ours
     until we commit, and a job per step would cost a queue round trip each (route → dispatch → notify).
     Return the notifications created."""
-    pending, notifications = [message], []
+    pending, notifications, ran = [message], [], []
     while pending:
         current = pending.pop(0)
         follow_ups = HANDLERS[current.kind](current) or FollowUps()
-        current.attempts += 1  # after the handler, so both columns change in one UPDATE
-        current.processed_at = utcnow()
+        ran.append(current)
         pending.extend(follow_ups.outbox)
         notifications.extend(follow_ups.notifications)
+    now = utcnow()
+    for current in ran:  # last: the messages' UPDATEs go out together (one executemany at the next flush)
+        current.attempts += 1
+        current.processed_at = now
     return notifications
 
 

@@ -81,8 +81,16 @@ ACTIONS = {a.name: a for a in (
 
 
 def work_calendar() -> WorkCalendar:
-    """The national calendar with this deployment's imported local days."""
-    return WorkCalendar(dict(db.session.execute(select(CalendarDay.day, CalendarDay.is_workday)).all()))
+    """The national calendar with this deployment's imported local days, read once per transaction (a job
+    dispatching several cases in one transaction reads it once; a new transaction sees an import)."""
+    session = db.session()
+    transaction = session.get_transaction()
+    cached = session.info.get("work_calendar")
+    if transaction is not None and cached is not None and cached[0] is transaction:
+        return cached[1]
+    calendar = WorkCalendar(dict(db.session.execute(select(CalendarDay.day, CalendarDay.is_workday)).all()))
+    session.info["work_calendar"] = (session.get_transaction(), calendar)
+    return calendar
 
 
 def case_for_answer(incident_id: uuid.UUID) -> Incident:
