@@ -2,9 +2,11 @@
 jobs it produces (a real AppWorker in burst mode), with CPU time per report and SQL statements per report.
 
 Database: GRIDAPP_BENCH_DISPATCH_DB_URL (name ending in _bench_dispatch); `--build` (re)builds the benchmark's
-world there (bench.dispatch_latency.set_up; drops every table). Redis: PROFILE_REDIS_URL (default db 8), flushed.
+world there (bench.dispatch_latency.set_up; drops every table). Redis: PROFILE_REDIS_URL (default db 12, the
+dispatch benchmark's), flushed; give it another database to profile while the benchmark runs.
 
-    .venv/bin/python -m bench.dispatch_profile [--build] [--reports 200] [--profile push|job|none] [--top 40]
+    .venv/bin/python -m bench.dispatch_profile [--smoke] [--build] [--reports 200] [--profile push|job|none]
+                                               [--top 40] [--statements]
 """
 import argparse
 import cProfile
@@ -42,16 +44,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--reports", type=int, default=200)
     parser.add_argument("--build", action="store_true", help="build the world first (wipes the database)")
+    parser.add_argument("--smoke", action="store_true", help="--build, 5 reports")
     parser.add_argument("--profile", choices=("push", "job", "none"), default="none")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--statements", action="store_true", help="print the SQL of the last push and its job")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.build, args.reports = True, 5
     import os
     os.environ.setdefault("GRIDAPP_DUPLICATE_DISTANCE_M", "0.1")
     from bench.escalation_sweep import SECRET_KEY
     from gridapp import create_app
     app = create_app({"SECRET_KEY": SECRET_KEY, "SQLALCHEMY_DATABASE_URI": bench_db_url(),
-                      "REDIS_URL": os.environ.get("PROFILE_REDIS_URL", "redis://127.0.0.1:6379/8"),
+                      "REDIS_URL": os.environ.get("PROFILE_REDIS_URL", "redis://127.0.0.1:6379/12"),
                       "ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024})
     app.config["DUPLICATE_DISTANCE_M"] = 0.1
     from gridapp.extensions import db, redis_store
