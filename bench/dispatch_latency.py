@@ -94,10 +94,13 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver behind a web server
+
             def do_POST(self):
                 now = time.monotonic()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 self.send_response(204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 with receiver.lock:
                     if body["incident_id"] in receiver.arrivals:

@@ -4,9 +4,11 @@ A batch is applied in order. Consecutive `incident.create` mutations that need n
 applied in one transaction: one receipt/device_seq lookup, one exists check, one cell lookup, one category
 lookup, one case-number block per county, one duplicate search, multi-row INSERTs of receipts, incidents and
 revisions, one block of sync_seq numbers, one COMMIT. Everything else (replays, reused ids or device_seq,
-invalid or out-of-scope items, photos, reports registered on arrival, updates, notes) goes through sync.push one mutation at a time, in its
+invalid or out-of-scope items, photos, updates, notes) goes through sync.push one mutation at a time, in its
 place in the batch, and so do the items of a run whose transaction fails (a concurrent copy of the same
 request committed first: one by one they answer `duplicate`). The results are those of the one-by-one path.
+Reports registered on arrival (自动立案) are inserted registered, with their register events and `route` outbox
+messages written by one more statement for the run (workflow.write_arrival_registrations).
 """
 import functools
 import json
@@ -95,9 +97,10 @@ def screen(raws: list, ctx: PushContext) -> list[PlainCreate | None]:
             continue
         if mutation["incident_id"] not in ctx.quarantined_incidents:
             plan[i] = PlainCreate(raw, p.body_hash(raw), mutation, lon, lat)
-    if not ctx.trusted:  # a report registered on arrival (自动立案) gets its event and outbox one by one
-        auto = workflow.codes_registered_on_arrival({c.mutation["data"]["category"] for c in plan if c is not None})
-        plan = [None if c is not None and c.mutation["data"]["category"] in auto else c for c in plan]
+    if not ctx.trusted:  # 自动立案 here too, unless the category has no 立案条件 1 (one by one, refused as there)
+        ctx.arrival = workflow.conditions_on_arrival({c.mutation["data"]["category"] for c in plan if c is not None})
+        plan = [None if c is not None and c.mutation["data"]["category"] in ctx.arrival
+                and ctx.arrival[c.mutation["data"]["category"]] is None else c for c in plan]
     creates = [c for c in plan if c is not None]
     if not creates:
         return plan
@@ -133,9 +136,11 @@ def apply_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     """Apply a run of plain creates in one transaction; if it fails, apply them one by one instead."""
     if not run:
         return []
+    outbox = len(ctx.outbox)
     results = commit_unless_raced(lambda: _insert_run(run, ctx))
     if results is not None:
         return results
+    del ctx.outbox[outbox:]  # the rolled-back run's route messages did not happen
     # A concurrent request committed one of these first (or a deadlock): one by one, each finds its receipt
     # or collision.
     log.info("push: a run of %d creates rolled back, applying them one by one", len(run))
@@ -176,6 +181,7 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
         receipts.append({"mutation_id": mutation["mutation_id"], "device_id": device_id,
                          "device_seq": mutation["device_seq"], "user_id": user_id, "request_sha256": c.digest,
                          "status": p.APPLIED, "result": result})
+    registered = _register_on_arrival(run, rows, results, duplicates, ctx)  # before the receipts store results
     # Lock the rows our foreign keys point at in synced tables before taking any counter: a transaction that
     # changed one holds it FOR UPDATE (its sync_seq changed) while it waits for the sync counter at COMMIT,
     # so checking the key after taking the counter would deadlock. (The one-by-one path checks keys early.)
@@ -194,7 +200,30 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
         values["sync_seq"] = first + offset
     insert_rows(Incident.__table__, rows)
     insert_rows(IncidentRevision.__table__, revisions)
+    ctx.outbox.extend(workflow.write_arrival_registrations(registered))
     return results
+
+
+def _register_on_arrival(run: list[PlainCreate], rows: list[dict], results: list[dict], duplicates: list,
+                         ctx: PushContext) -> list:
+    """自动立案 as `workflow.register_on_arrival` does one by one: a grid worker's report of an auto_register
+    小类, inside the grid and not a likely duplicate, is inserted registered (its revision, written before,
+    stays the report's); return (incident id, condition) for the register events. The route messages'
+    ids join ctx.outbox once written, for the caller to enqueue after the commit."""
+    arrival = ctx.arrival
+    if ctx.trusted or ctx.user_role != "grid_worker" or not arrival:
+        return []
+    registered = []
+    for c, values, result, duplicate in zip(run, rows, results, duplicates, strict=True):
+        condition = arrival.get(c.mutation["data"]["category"])
+        values.setdefault("condition_id", None)  # every row of the multi-row INSERT has the same columns
+        if (condition is None or c.cell is None or duplicate is not None
+                or values["category_id"] != condition.category_id):
+            continue
+        workflow.arrives_registered(values, condition)
+        result["version"] = values["version"]
+        registered.append((values["id"], condition))
+    return registered
 
 
 def insert_rows(table: Table, rows: list[dict]) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from gridapp.errors import AuthRequired, DeviceRevoked, DeviceTokenRequired, Forbidden, NotFound, ValidationFailed
 from gridapp.extensions import db
 from gridapp.models import DEVICE_STATES, AdminArea, ApiToken, AuditEvent, Device, DeviceRefreshToken, User, utcnow
+from gridapp.services.access import Principal
 from gridapp.services.auth import check_credentials, digest, new_token
 
 REFRESH_PREFIX = "grt_"
@@ -91,8 +92,8 @@ def set_state(device: Device, state: str, actor: User | None, reason: str | None
     db.session.flush()
 
 
-def device_for_token(token_row: ApiToken) -> Device:
-    """Return the device a phone's access token belongs to.
+def device_for_token(token_row: ApiToken | Principal) -> Device:
+    """Return the device a phone's access token (its row, or the request's principal) belongs to.
 
     :raises AuthRequired: the token is not a device token.
     :raises DeviceRevoked: the device is revoked.

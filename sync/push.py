@@ -49,12 +49,16 @@ class PushContext:
     trusted: bool = False  # a dispatcher applying a reviewed item: the scope check is theirs
     quarantined_incidents: set = field(default_factory=set)  # incident ids quarantined earlier in the batch
     outbox: list = field(default_factory=list)  # committed outbox message ids, to enqueue after the batch
+    arrival: dict = field(default_factory=dict)  # category code → workflow.ArrivalCondition (set-based 自动立案)
     _grace_codes: frozenset | None = None
+    device_id: uuid.UUID | None = None  # when the caller knows them (the request's principal): no reload
+    area_code: str | None = None
 
     def __post_init__(self):
         # Plain values: reading them from the ORM objects after each COMMIT would reload the rows.
-        self.user_id, self.device_id, self.user_role = self.user.id, self.device.id, self.user.role
-        self.area_id, self.area_code = self.user.area_id, self.user.area.code
+        self.user_id, self.user_role, self.area_id = self.user.id, self.user.role, self.user.area_id
+        self.device_id = self.device_id or self.device.id
+        self.area_code = self.area_code or self.user.area.code
 
     def scope_codes(self) -> frozenset[str]:
         return current_scope(self.user)[1]

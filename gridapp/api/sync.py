@@ -85,11 +85,13 @@ def push(batch):
     limit = current_app.config["SYNC_MAX_BATCH_MUTATIONS"]
     if len(batch["mutations"]) > limit:
         raise PayloadTooLarge(f"At most {limit} mutations per batch.", limit_mutations=limit)
-    device = device_for_token(g.token)
+    device = device_for_token(g.principal)
     offset, suspect = _clock(device)
+    device_id = device.id  # before the commit expires it
     db.session.commit()
     cfg = current_app.config
-    ctx = PushContext(user=g.user, device=device, clock_suspect=suspect,
+    ctx = PushContext(user=g.user, device=device, device_id=device_id, area_code=g.principal.area_code,
+                      clock_suspect=suspect,
                       grace=timedelta(days=cfg["SYNC_SCOPE_GRACE_DAYS"]),
                       unknown_incident_window=timedelta(days=cfg["SYNC_UNKNOWN_INCIDENT_DAYS"]))
     results = push_batch(batch["mutations"], ctx, set_based=cfg["SYNC_BULK_PUSH"])

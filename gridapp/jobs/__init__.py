@@ -20,9 +20,10 @@ def queue(name: str = "default") -> Queue:
 def enqueue(func, *args, queue_name: str = "default", job_id: str | None = None, delay_seconds: float = 0,
             **kwargs):
     """Enqueue a job after the caller has committed (to run after `delay_seconds`, by the worker's
-    scheduler, when given); returns the job."""
+    scheduler, when given); returns the job. `result_ttl=0` (in kwargs) keeps no result: for jobs whose
+    effect is in the database, it saves RQ's result writes."""
     limits = QUEUE_LIMITS[queue_name]
-    options = dict(job_id=job_id, result_ttl=limits["result_ttl"], failure_ttl=limits["failure_ttl"], **kwargs)
+    options = {"result_ttl": limits["result_ttl"], "failure_ttl": limits["failure_ttl"], **kwargs, "job_id": job_id}
     if delay_seconds:
         return queue(queue_name).enqueue_in(timedelta(seconds=delay_seconds), func, *args, **options)
     return queue(queue_name).enqueue(func, *args, **options)

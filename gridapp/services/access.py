@@ -5,6 +5,7 @@ Two rules, checked on every endpoint:
 - by area: a user reads only objects whose area code starts with their own area's code. Anything
   outside is answered exactly like something that does not exist (404), so ids cannot be probed.
 """
+import uuid
 from dataclasses import dataclass
 
 from gridapp.models import ROLES, User
@@ -54,6 +55,7 @@ class Principal:
     token_id: int
     role: str
     area_code: str
+    device_id: uuid.UUID | None = None  # a phone's token: its device (sync.devices.device_for_token)
     is_active = True  # only an active user's token gives a principal
 
 

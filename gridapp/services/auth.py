@@ -75,7 +75,8 @@ def principal_for_token(token: str | None) -> Principal:
         raise DeviceRevoked(wipe=True)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.is_active:
         raise AuthRequired()
-    return Principal(user_id=row.user_id, token_id=row.id, role=row.role, area_code=row.area_code)
+    return Principal(user_id=row.user_id, token_id=row.id, role=row.role, area_code=row.area_code,
+                     device_id=row.device_id)
 
 
 def revoke_token(row: ApiToken) -> None:

@@ -2,12 +2,13 @@
 target, the roles that may take it and whether it needs a reason. `perform` checks all of that under a
 row lock, applies the action's effect and writes an append-only event; background work (routing,
 notifying a squad) is written to the outbox in the same transaction."""
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import joinedload
 
 from gridapp.errors import (
@@ -80,8 +81,16 @@ ACTIONS = {a.name: a for a in (
 
 
 def work_calendar() -> WorkCalendar:
-    """The national calendar with this deployment's imported local days."""
-    return WorkCalendar(dict(db.session.execute(select(CalendarDay.day, CalendarDay.is_workday)).all()))
+    """The national calendar with this deployment's imported local days, read once per transaction (a job
+    dispatching several cases in one transaction reads it once; a new transaction sees an import)."""
+    session = db.session()
+    transaction = session.get_transaction()
+    cached = session.info.get("work_calendar")
+    if transaction is not None and cached is not None and cached[0] is transaction:
+        return cached[1]
+    calendar = WorkCalendar(dict(db.session.execute(select(CalendarDay.day, CalendarDay.is_workday)).all()))
+    session.info["work_calendar"] = (session.get_transaction(), calendar)
+    return calendar
 
 
 def case_for_answer(incident_id: uuid.UUID) -> Incident:
@@ -197,9 +206,58 @@ def register_on_arrival(incident: Incident, reporter_role: str) -> IncidentEvent
     return perform_locked(incident, "register", None, reason=AUTO_REGISTER_REASON)
 
 
-def codes_registered_on_arrival(codes: set[str]) -> set[str]:
-    """Return the category codes among these whose 小类 is `auto_register`."""
-    return set(db.session.scalars(select(Category.code).where(Category.code.in_(codes), Category.auto_register)))
+@dataclass(frozen=True)
+class ArrivalCondition:
+    """What registering on arrival takes from a 小类: its id and its 立案条件 1."""
+
+    category_id: int
+    condition_id: int
+    details: dict  # the register event's details, as the `register` effect records them
+
+
+def conditions_on_arrival(codes: set[str]) -> dict[str, ArrivalCondition | None]:
+    """For the category codes among these that register on arrival (`auto_register`, looked up as
+    `incidents.category_ids` does), their 立案条件 1, or None when the category has none (the one-by-one
+    path then refuses the registration as the `register` action does). One statement."""
+    rows = db.session.execute(
+        select(Category.code, Category.id, CategoryCondition.id, CategoryCondition.time_limit, CategoryCondition.time_unit)
+        .outerjoin(CategoryCondition, (CategoryCondition.category_id == Category.id) & (CategoryCondition.seq == 1))
+        .where(Category.standard == incidents_.DEFAULT_STANDARD, Category.kind == "event", Category.code.in_(codes),
+               Category.is_active, Category.auto_register)).all()
+    return {code: ArrivalCondition(category_id, condition_id, {"condition_seq": 1, "time_limit": limit,
+                                                                "time_unit": unit}) if condition_id else None
+            for code, category_id, condition_id, limit, unit in rows}
+
+
+def arrives_registered(values: dict, condition: ArrivalCondition) -> None:
+    """Make a new incident's column values (`incidents.new_incident_values`) those of the case after
+    `register_on_arrival`: registered under its 立案条件 1, version 2. The caller has checked what
+    `register_on_arrival` checks, and writes the events with `write_arrival_registrations`."""
+    values.update(status=ACTIONS["register"].target, version=values["version"] + 1, condition_id=condition.condition_id)
+
+
+_ARRIVAL_EVENTS_SQL = text("""
+WITH e AS (
+  INSERT INTO incident_events (incident_id, action, actor_id, actor_role, from_status, to_status, reason, details)
+  SELECT t.id, 'incident.register', NULL, :role, 'reported', 'registered', :reason, t.details
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:details AS jsonb[])) WITH ORDINALITY AS t(id, details, ord)
+  ORDER BY t.ord
+  RETURNING id, incident_id)
+INSERT INTO outbox_messages (kind, incident_id, event_id, payload, attempts)
+SELECT 'route', e.incident_id, e.id, '{}'::jsonb, 0 FROM e ORDER BY e.id
+RETURNING id""")
+
+
+def write_arrival_registrations(cases: list[tuple[uuid.UUID, ArrivalCondition]]) -> list[int]:
+    """Write the register events (and their `route` outbox messages) of cases inserted registered
+    (`arrives_registered`), as `perform_locked(…, "register", None, reason=AUTO_REGISTER_REASON)` writes
+    them, in one statement; return the outbox ids to enqueue after the commit."""
+    if not cases:
+        return []
+    assert FOLLOW_UPS["register"] == ("route",)
+    return list(db.session.scalars(_ARRIVAL_EVENTS_SQL, {
+        "role": SYSTEM, "reason": AUTO_REGISTER_REASON, "ids": [incident_id for incident_id, _ in cases],
+        "details": [json.dumps(condition.details) for _, condition in cases]}))
 
 
 def _action(name: str) -> Action:
