@@ -161,9 +161,12 @@ def page_params(conn, username: str, cursor: str | None, token: str) -> dict:
 def final_window(conn, params: dict, hint: int | None) -> int:
     """The sync_seq window's upper end at which sync.pull._incremental stops widening for this cursor
     (its own incidents_in_window, fed by psycopg, from the cursor's window hint)."""
-    from sync.pull import _INCREMENTAL_SQL, incidents_in_window
+    from sync.pull import _INCREMENTAL_SQL, first_window, incidents_in_window
 
     hw = conn.execute("SELECT seq FROM sync_counter WHERE id = 1").fetchone()[0]
+    if hint is None:  # a first page: the app's guess from the scope's share of the cells
+        county_cells = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'grid_cells'::regclass").fetchone()[0]
+        hint = first_window(PAGE, len(params["cell_ids"]), county_cells)
     sql, tried = with_pyformat(_INCREMENTAL_SQL.text), []
 
     def fetch(until):

@@ -280,6 +280,8 @@ class PullContext:
     cell_ids: str  # the ids of every cell with one of those codes (any version), as an array literal
     cell_codes: str  # those cells' codes, in the same order: cell_ids[n] has cell_codes[n]
     high_water: int  # the committed counter (see high_water())
+    scope_cells: int  # how many cells (any version) cell_ids holds
+    county_cells: float  # PostgreSQL's estimate of all the cells' rows (pg_class.reltuples; -1 if never analysed)
 
 
 # The token's device and user, the user's current scope with its cells, and the committed counter: the ORM
@@ -288,12 +290,13 @@ _CONTEXT_SQL = text("""
 SELECT t.device_id, d.state AS device_state, d.last_ack_seq, u.id AS user_id, u.scope_epoch,
        COALESCE(ws.cell_codes, '{}') AS codes, COALESCE(CAST(ws.cell_codes AS text), '{}') AS codes_literal,
        COALESCE(sc.cell_ids, '{}') AS cell_ids, COALESCE(sc.cell_codes, '{}') AS cell_codes,
-       (SELECT seq FROM sync_counter WHERE id = 1) AS high_water
+       (SELECT seq FROM sync_counter WHERE id = 1) AS high_water, COALESCE(sc.n, 0) AS scope_cells,
+       (SELECT reltuples FROM pg_class WHERE oid = CAST('grid_cells' AS regclass)) AS county_cells
 FROM api_tokens t JOIN users u ON u.id = t.user_id
 LEFT JOIN devices d ON d.id = t.device_id
 LEFT JOIN worker_scopes ws ON ws.user_id = u.id AND ws.epoch = u.scope_epoch
 LEFT JOIN LATERAL (SELECT CAST(array_agg(c.id ORDER BY c.id) AS text) AS cell_ids,
-                          CAST(array_agg(c.code ORDER BY c.id) AS text) AS cell_codes
+                          CAST(array_agg(c.code ORDER BY c.id) AS text) AS cell_codes, count(*) AS n
                    FROM grid_cells c WHERE c.code = ANY(ws.cell_codes)) sc ON true
 WHERE t.id = :token_id
 """)
@@ -309,7 +312,7 @@ def context(token_id: int) -> PullContext:
     return PullContext(device_id=row.device_id, device_state=row.device_state, last_ack_seq=row.last_ack_seq,
                        user_id=row.user_id, epoch=row.scope_epoch, codes=frozenset(row.codes),
                        codes_literal=row.codes_literal, cell_ids=row.cell_ids, cell_codes=row.cell_codes,
-                       high_water=row.high_water)
+                       high_water=row.high_water, scope_cells=row.scope_cells, county_cells=row.county_cells)
 
 
 def initial_state(ctx: PullContext) -> dict:
@@ -383,12 +386,22 @@ def incidents_in_window(fetch, seq: int, limit: int, hw: int, window: int | None
         window = int(window * min(8.0, max(2.0, WINDOW_MARGIN * (limit + 1) / len(rows)))) if rows else window * 8
 
 
+def first_window(limit: int, scope_cells: int, county_cells: float) -> int:
+    """The first window of a page without a cursor's hint (a first page): the stretch of sync_seq that holds
+    about WINDOW_MARGIN pages of the scope's changes if changes were spread evenly over the cells, so that
+    one scan is usually enough (a first page of a heavy scope took two); incidents_in_window widens it when
+    the guess is short. Without the figures, INCREMENTAL_WINDOW_FACTOR pages."""
+    if scope_cells <= 0 or county_cells <= 0:
+        return limit * INCREMENTAL_WINDOW_FACTOR
+    return int(limit * WINDOW_MARGIN * max(1.0, county_cells / scope_cells))
+
+
 def _incremental(seq: int, ctx: PullContext, limit: int, window: int | None):
     hw, cell_ids, uid = ctx.high_water, ctx.cell_ids, ctx.user_id
     incidents = incidents_in_window(
         lambda until: db.session.execute(_INCREMENTAL_SQL, {"cell_ids": cell_ids, "seq": seq, "until": until,
                                                             "uid": uid, "limit": limit + 1}).all(),
-        seq, limit, hw, window)
+        seq, limit, hw, window or first_window(limit, ctx.scope_cells, ctx.county_cells))
     address = dict(incidents)  # sync_seq → row address
     streams = [(seq_, None) for seq_ in address]  # an incident's JSON comes once the page is cut
     streams.extend(db.session.execute(_OTHER_CHANGES_SQL, {"cell_ids": cell_ids, "codes": ctx.codes_literal, "seq": seq,

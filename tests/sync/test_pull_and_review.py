@@ -72,7 +72,7 @@ def test_paging_across_long_stretches_of_other_scopes_changes(world, tmp_path, a
     """The incremental scan works in sync_seq windows that widen when they hold too little; a stretch of
     another township's changes longer than any window must neither hide nor repeat anything."""
     from sync import pull
-    monkeypatch.setattr(pull, "INCREMENTAL_WINDOW_FACTOR", window_factor)
+    monkeypatch.setattr(pull, "first_window", lambda limit, *_: limit * window_factor)
     mine, other = phone(app, tmp_path, world["worker"], "a"), phone(app, tmp_path, world["worker_b"], "b")
     west_b, north_b = ORIGIN_B
     expected = []

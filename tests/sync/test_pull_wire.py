@@ -19,7 +19,7 @@ from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE
 from gridapp.services.users import assign_cells
 from sync import pull as sync_pull
-from sync.pull import incidents_in_window
+from sync.pull import first_window, incidents_in_window
 from tests.factories import make_user, make_world
 from tests.sync.phones import phone
 from tests.sync.test_scope_and_devices import RecordingTransport, dispatch_sets, location, point_in
@@ -205,6 +205,16 @@ def test_any_first_window_gives_exactly_the_first_rows_after_the_cursor(seed):
         rows = incidents_in_window(fetch, seq, limit, hw, hint)
         assert rows == [s for s in seqs if s > seq][:limit + 1]
         assert windows == sorted(windows) and windows[-1] <= hw
+
+
+def test_a_first_page_window_is_guessed_from_the_scopes_share_of_the_cells():
+    """Without a cursor's hint the window is sized to hold about 1.5 pages if changes were spread evenly over
+    the cells (the benchmark's worker: 400 of 10,000 cells), never under 1.5 pages (a scope of every cell), and
+    INCREMENTAL_WINDOW_FACTOR pages when the figures are missing (no cells, a never-analysed table)."""
+    from sync import pull
+    assert first_window(500, 400, 10_000) == 18_750
+    assert first_window(500, 10_000, 9_000) == 750
+    assert first_window(500, 0, 10_000) == first_window(500, 400, -1) == 500 * pull.INCREMENTAL_WINDOW_FACTOR
 
 
 def test_a_large_page_is_gzipped_fast_and_a_small_one_as_before(app, world, tmp_path):
