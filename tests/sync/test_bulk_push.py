@@ -125,16 +125,22 @@ def forget_pushes():
     db.session.commit()
 
 
-def test_mixed_batch_gives_the_same_results_and_rows_as_one_by_one(app, world, tmp_path, monkeypatch):
-    client = phone(app, tmp_path, world["worker"])
+def push_both_ways(app, client, tmp_path, monkeypatch, read=snapshot):
+    """Push the mixed batch one by one, then set-based, each from the same start (its first report stored);
+    return ((results, read()) one by one, (results, read()) set-based)."""
     first, batch = mixed_batch(client, tmp_path)
     runs = {}
     for set_based in (False, True):
         monkeypatch.setitem(app.config, "SYNC_BULK_PUSH", set_based)
         forget_pushes()
         assert [r["status"] for r in push_raw(client, [first])] == ["applied"]
-        runs[set_based] = by_rank(push_raw(client, batch)), snapshot()
-    (one_by_one, rows_one_by_one), (set_based, rows_set_based) = runs[False], runs[True]
+        runs[set_based] = by_rank(push_raw(client, batch)), read()
+    return runs[False], runs[True]
+
+
+def test_mixed_batch_gives_the_same_results_and_rows_as_one_by_one(app, world, tmp_path, monkeypatch):
+    client = phone(app, tmp_path, world["worker"])
+    (one_by_one, rows_one_by_one), (set_based, rows_set_based) = push_both_ways(app, client, tmp_path, monkeypatch)
     assert set_based == one_by_one
     assert rows_set_based == rows_one_by_one
     statuses = [r["status"] for r in set_based]

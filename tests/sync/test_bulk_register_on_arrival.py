@@ -6,7 +6,7 @@ from sqlalchemy import select, text
 from gridapp.extensions import db
 from gridapp.models import Category, CategoryCondition
 from tests.sync.phones import phone
-from tests.sync.test_bulk_push import IN_CELL_0, by_rank, forget_pushes, mixed_batch, push_raw, snapshot
+from tests.sync.test_bulk_push import IN_CELL_0, push_both_ways, snapshot
 from tests.sync.test_bulk_push import world as world  # noqa: F401 - the fixture
 
 ARRIVAL_ROWS = {
@@ -30,15 +30,9 @@ def auto_register(code="06010"):
 def test_mixed_batch_registers_on_arrival_as_one_by_one(app, world, tmp_path, monkeypatch):  # noqa: F811
     auto_register()
     client = phone(app, tmp_path, world["worker"])
-    first, batch = mixed_batch(client, tmp_path)
-    runs = {}
-    for set_based in (False, True):
-        monkeypatch.setitem(app.config, "SYNC_BULK_PUSH", set_based)
-        forget_pushes()
-        assert [r["status"] for r in push_raw(client, [first])] == ["applied"]
-        runs[set_based] = by_rank(push_raw(client, batch)), snapshot(), arrival_rows()
-    assert runs[True] == runs[False]
-    results, _, rows = runs[True]
+    one_by_one, set_based = push_both_ways(app, client, tmp_path, monkeypatch, lambda: (snapshot(), arrival_rows()))
+    assert set_based == one_by_one
+    results, (_, rows) = set_based
     registered = [c for c in rows["cases"] if c[1] == "registered"]
     # Most reports of the batch lie within 50 m of another (likely duplicates wait for a dispatcher).
     assert len(registered) == 2 and all(version >= 2 and condition for _, _, version, condition in registered)
