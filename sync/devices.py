@@ -92,14 +92,13 @@ def set_state(device: Device, state: str, actor: User | None, reason: str | None
     db.session.flush()
 
 
-def device_for_token(token_row: ApiToken | Principal) -> Device:
-    """Return the device a phone's access token (its row, or the request's principal) belongs to.
+def device_for_token(principal: Principal) -> Device:
+    """Return the device the request's access token (its principal) belongs to.
 
-    :raises AuthRequired: the token is not a device token.
-    :raises DeviceRevoked: the device is revoked.
+    :raises DeviceTokenRequired: not a device token. :raises DeviceRevoked: the device is revoked.
     """
-    device = db.session.get(Device, token_row.device_id) if token_row.device_id is not None else None
-    check_device(token_row.device_id, device.state if device else None)
+    device = db.session.get(Device, principal.device_id) if principal.device_id is not None else None
+    check_device(principal.device_id, device.state if device else None)
     return device
 
 

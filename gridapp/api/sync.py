@@ -168,7 +168,7 @@ def _key() -> bytes:
 @blp.response(200)
 def verify(body):
     """Compare the phone's per-bucket digests with the server's; a mismatch comes with a repair cursor."""
-    device = device_for_token(g.token)
+    device = device_for_token(g.principal)
     state = _state(body["cursor"], device.id)
     outcome = pull_.verify(state, g.user, body["buckets"])
     if "repair_state" in outcome:
