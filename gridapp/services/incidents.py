@@ -122,10 +122,9 @@ def new_incident_values(*, incident_id: uuid.UUID, case_number: str | None, repo
 
 
 def created_revision_values(values: dict, mutation_id: uuid.UUID | None, actor_id: int) -> dict:
-    """Return the column values of a new incident's first revision (`values` from new_incident_values)."""
-    fields = {"description": values["description"], "category": values["category_code_raw"],
-              "location": values["raw_location"], "status": values["status"], "priority": None,
-              "assigned_squad": None}
+    """Return the column values of a new incident's first revision (`values` from new_incident_values, which
+    leaves the columns set only by dispatch, priority and squad, to their default: None)."""
+    fields = {name: values.get(column) for name, column in FIELD_COLUMNS.items()}
     return {"incident_id": values["id"], "version": 1, "mutation_id": mutation_id, "source": "device",
             "actor_id": actor_id, "changes": {"created": {"to": fields}}}
 
@@ -231,16 +230,14 @@ def lock_incident(incident_id: uuid.UUID) -> Incident | None:
     return db.session.scalar(select(Incident).where(Incident.id == incident_id).with_for_update(key_share=True))
 
 
+# The mergeable fields (what phones send as from/to) and the incident columns that hold them.
+FIELD_COLUMNS = {"description": "description", "category": "category_code_raw", "location": "raw_location",
+                 "status": "status", "priority": "priority", "assigned_squad": "assigned_squad_id"}
+
+
 def field_values(incident: Incident) -> dict:
     """Return the mergeable fields as plain JSON values (what phones send as from/to)."""
-    return {
-        "description": incident.description,
-        "category": incident.category_code_raw,
-        "location": incident.raw_location,
-        "status": incident.status,
-        "priority": incident.priority,
-        "assigned_squad": incident.assigned_squad_id,
-    }
+    return {name: getattr(incident, column) for name, column in FIELD_COLUMNS.items()}
 
 
 def cell_code(incident: Incident) -> str | None:
