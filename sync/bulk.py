@@ -211,14 +211,14 @@ def _register_on_arrival(run: list[PlainCreate], rows: list[dict], results: list
     stays the report's); return (incident id, condition) for the register events. The route messages'
     ids join ctx.outbox once written, for the caller to enqueue after the commit."""
     arrival = ctx.arrival
-    if ctx.trusted or ctx.user_role != "grid_worker" or not arrival:
+    if ctx.trusted or not arrival:
         return []
     registered = []
     for c, values, result, duplicate in zip(run, rows, results, duplicates, strict=True):
         condition = arrival.get(c.mutation["data"]["category"])
         values.setdefault("condition_id", None)  # every row of the multi-row INSERT has the same columns
-        if (condition is None or c.cell is None or duplicate is not None
-                or values["category_id"] != condition.category_id):
+        if (condition is None or values["category_id"] != condition.category_id
+                or not workflow.may_register_on_arrival(ctx.user_role, c.cell is None, duplicate)):
             continue
         workflow.arrives_registered(values, condition)
         result["version"] = values["version"]

@@ -198,12 +198,18 @@ def register_on_arrival(incident: Incident, reporter_role: str) -> IncidentEvent
     Only a report inside the grid and not a likely duplicate: those wait for a dispatcher. Returns the
     register event, whose outbox (the `route` message) the caller enqueues after its commit, or None.
     """
-    if (reporter_role != "grid_worker" or incident.is_outside_grid or incident.likely_duplicate_of is not None
+    if (not may_register_on_arrival(reporter_role, incident.is_outside_grid, incident.likely_duplicate_of)
             or incident.category_id is None):
         return None
     if not db.session.scalar(select(Category.auto_register).where(Category.id == incident.category_id)):
         return None
     return perform_locked(incident, "register", None, reason=AUTO_REGISTER_REASON)
+
+
+def may_register_on_arrival(reporter_role: str, is_outside_grid: bool, likely_duplicate_of) -> bool:
+    """Whether a new report of an `auto_register` 小类 registers on arrival: a grid worker's, inside the grid,
+    not a likely duplicate (the others wait for a dispatcher). The one-by-one and set-based pushes both ask."""
+    return reporter_role == "grid_worker" and not is_outside_grid and likely_duplicate_of is None
 
 
 @dataclass(frozen=True)
