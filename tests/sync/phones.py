@@ -1,11 +1,13 @@
 """Phones for sync tests: the reference client over the app in-process (WSGI) or a live server."""
 import gzip
 import json
+import threading
 
 from sqlalchemy import func, select
 
 from gridapp.extensions import db
 from gridapp.models import QuarantineItem, SyncReceipt
+from sync import protocol as p
 from sync.client import PhoneClient, Response
 from tests.factories import PASSWORD
 
@@ -46,3 +48,17 @@ def assert_exactly_once(*phones):
                                             .where(QuarantineItem.mutation_id == mutation_id))
             assert receipts == 1 or quarantined >= 1, (mutation_id, result)
             assert receipts <= 1
+
+
+def push_outbox_at_once(client: PhoneClient, links, headers: dict, pool) -> list[Response]:
+    """Take the phone's outbox as one batch and POST it on each link (its own connection) at the same moment,
+    as a retry racing its first try; return the answers, in the links' order."""
+    body = json.dumps({"protocol_version": p.PROTOCOL_VERSION, "mutations": client.outbox()}).encode()
+    client.db.execute("DELETE FROM outbox")
+    client.db.commit()
+    barrier = threading.Barrier(len(links))
+
+    def send(link):
+        barrier.wait(timeout=10)
+        return link("POST", "/api/v1/sync/mutations", headers, body)
+    return [future.result(timeout=60) for future in [pool.submit(send, link) for link in links]]

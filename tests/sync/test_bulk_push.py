@@ -1,6 +1,4 @@
 """The set-based push of plain creates (sync/bulk.py): the same results and rows as one by one, exactly once."""
-import json
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +17,7 @@ from sync import protocol as p
 from sync.client import HttpTransport, PhoneClient, SyncError
 from tests.dashboard.test_maptiles import counts_are_exact
 from tests.factories import CELL, ORIGIN_A, ORIGIN_B, PASSWORD, make_user, make_world
-from tests.sync.phones import assert_exactly_once, phone
+from tests.sync.phones import assert_exactly_once, phone, push_outbox_at_once
 from tests.sync.test_faults import close_transport
 
 WEST, NORTH = ORIGIN_A
@@ -230,16 +228,7 @@ def test_same_batch_twice_at_once_applies_each_create_once(app, world, tmp_path,
             for round_ in range(rounds):
                 for i in range(size):
                     client.report("06010", f"round {round_} report {i}", *(IN_CELL_0 if i % 2 else IN_CELL_1))
-                body = json.dumps({"protocol_version": p.PROTOCOL_VERSION, "mutations": client.outbox()}).encode()
-                client.db.execute("DELETE FROM outbox")
-                client.db.commit()
-                barrier = threading.Barrier(2)
-
-                def send(link, body=body, barrier=barrier):
-                    barrier.wait(timeout=10)
-                    return link("POST", "/api/v1/sync/mutations", headers, body)
-
-                answers = [f.result(timeout=60) for f in [pool.submit(send, link) for link in links]]
+                answers = push_outbox_at_once(client, links, headers, pool)
                 assert [a.status for a in answers] == [200, 200]
                 for k in range(size):
                     pair = [a.body["results"][k] for a in answers]

@@ -34,7 +34,7 @@ from sync import push as push_module
 from sync.client import HttpTransport, PhoneClient, SyncError
 from sync.pull import server_buckets
 from tests.factories import CELL, ORIGIN_A, PASSWORD, make_user, make_world
-from tests.sync.phones import assert_exactly_once
+from tests.sync.phones import assert_exactly_once, push_outbox_at_once
 
 WEST, NORTH = ORIGIN_A
 NETWORK_ERRORS = (OSError, http.client.HTTPException)
@@ -318,16 +318,7 @@ def test_parallel_duplicate_batches_apply_each_mutation_once(world, http_phone, 
                                   (incident_id, json.dumps({"description": f"round {round_}"})))
                 client.edit(incident_id, description=f"round {round_}, edited")
                 client.add_note(incident_id, f"note {round_}")
-                batch = json.dumps({"protocol_version": p.PROTOCOL_VERSION, "mutations": client.outbox()}).encode()
-                client.db.execute("DELETE FROM outbox")
-                client.db.commit()
-                barrier = threading.Barrier(2)
-
-                def send(link, batch=batch, barrier=barrier):
-                    barrier.wait(timeout=10)
-                    return link("POST", MUTATIONS, headers, batch)
-
-                answers = [future.result(timeout=60) for future in [pool.submit(send, link) for link in links]]
+                answers = push_outbox_at_once(client, links, headers, pool)
                 assert [a.status for a in answers] == [200, 200], [a.body for a in answers]
                 for k in range(3):
                     statuses = sorted(a.body["results"][k]["status"] for a in answers)
