@@ -97,10 +97,13 @@ def screen(raws: list, ctx: PushContext) -> list[PlainCreate | None]:
             continue
         if mutation["incident_id"] not in ctx.quarantined_incidents:
             plan[i] = PlainCreate(raw, p.body_hash(raw), mutation, lon, lat)
-    if not ctx.trusted:  # 自动立案 here too, unless the category has no 立案条件 1 (one by one, refused as there)
-        ctx.arrival = workflow.conditions_on_arrival({c.mutation["data"]["category"] for c in plan if c is not None})
-        plan = [None if c is not None and c.mutation["data"]["category"] in ctx.arrival
-                and ctx.arrival[c.mutation["data"]["category"]] is None else c for c in plan]
+    codes = {c.mutation["data"]["category"] for c in plan if c is not None}
+    if codes:  # one read of their categories: the ids for _insert_run, the 立案条件 for 自动立案
+        ctx.category_ids, arrival = workflow.categories_on_arrival(codes)
+        if not ctx.trusted:  # 自动立案 here too, unless the category has no 立案条件 1 (one by one, refused as there)
+            ctx.arrival = arrival
+            plan = [None if c is not None and c.mutation["data"]["category"] in arrival
+                    and arrival[c.mutation["data"]["category"]] is None else c for c in plan]
     creates = [c for c in plan if c is not None]
     if not creates:
         return plan
@@ -122,13 +125,14 @@ def _seen_before(creates: list[PlainCreate], ctx: PushContext) -> set[uuid.UUID]
     seen = set()
     # Arrays, not IN lists: one statement text whatever the run's size (SQLAlchemy renders and psycopg
     # parses an IN list anew for each size).
-    for mutation_id, device_id, seq in db.session.execute(_SEEN_RECEIPTS_SQL, {
-            "mutation_ids": mutation_ids, "device_id": ctx.device_id, "seqs": list(by_seq)}):
+    for mutation_id, device_id, seq, incident_id in db.session.execute(_SEEN_SQL, {
+            "mutation_ids": mutation_ids, "device_id": ctx.device_id, "seqs": list(by_seq), "ids": list(by_incident)}):
+        if incident_id is not None:
+            seen.add(by_incident[incident_id])
+            continue
         seen.add(mutation_id)
         if device_id == ctx.device_id and seq in by_seq:
             seen.add(by_seq[seq])
-    for incident_id in db.session.scalars(_EXISTING_INCIDENTS_SQL, {"ids": list(by_incident)}):
-        seen.add(by_incident[incident_id])
     return seen
 
 
@@ -155,7 +159,8 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     a county, and all commits, only from the moment they are taken.
     """
     user_id, device_id, township_id = ctx.user_id, ctx.device_id, ctx.area_id
-    categories = incidents.category_ids({c.mutation["data"]["category"] for c in run})
+    categories = {code: ctx.category_ids[code] for code in {c.mutation["data"]["category"] for c in run}
+                  if code in ctx.category_ids}  # as screen read them
     duplicates = incidents.likely_duplicates(
         [(c.mutation["incident_id"], c.mutation["data"]["category"], c.lon, c.lat) for c in run])
     rows, revisions, receipts, results = [], [], [], []
@@ -258,12 +263,14 @@ def _json_value(value):
     raise TypeError(f"insert_rows cannot send {type(value).__name__}")
 
 
-_SEEN_RECEIPTS_SQL = text("""
-SELECT mutation_id, device_id, device_seq FROM sync_receipts
+# The receipts of these mutation ids or device_seqs, then the incidents with these ids (incident_id set).
+_SEEN_SQL = text("""
+SELECT mutation_id, device_id, device_seq, NULL::uuid AS incident_id FROM sync_receipts
 WHERE mutation_id = ANY(CAST(:mutation_ids AS uuid[]))
    OR (device_id = :device_id AND device_seq = ANY(CAST(:seqs AS bigint[])))
+UNION ALL
+SELECT NULL, NULL, NULL, id FROM incidents WHERE id = ANY(CAST(:ids AS uuid[]))
 """)
-_EXISTING_INCIDENTS_SQL = text("SELECT id FROM incidents WHERE id = ANY(CAST(:ids AS uuid[]))")
 _KEY_SHARE_SQL = text("""
 SELECT (SELECT count(*) FROM (SELECT FROM incidents WHERE id = ANY(CAST(:incidents AS uuid[])) FOR KEY SHARE) i),
        (SELECT count(*) FROM (SELECT FROM categories WHERE id = ANY(CAST(:categories AS int[])) FOR KEY SHARE) c)

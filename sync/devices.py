@@ -92,14 +92,32 @@ def set_state(device: Device, state: str, actor: User | None, reason: str | None
     db.session.flush()
 
 
-def device_for_token(principal: Principal) -> Device:
-    """Return the device the request's access token (its principal) belongs to.
+# A phone pushing every few seconds would otherwise write its devices row on every request: its clock is
+# recorded again only when the last record is this old, or the offset moved by more than this.
+CLOCK_RECORD_INTERVAL = timedelta(minutes=1)
+CLOCK_RECORD_DRIFT_MS = 1000
+
+
+def token_device(principal: Principal) -> uuid.UUID:
+    """Return the id of the device the request's access token (its principal) belongs to.
 
     :raises DeviceTokenRequired: not a device token. :raises DeviceRevoked: the device is revoked.
     """
-    device = db.session.get(Device, principal.device_id) if principal.device_id is not None else None
-    check_device(principal.device_id, device.state if device else None)
-    return device
+    check_device(principal.device_id, principal.device_state)
+    return principal.device_id
+
+
+def record_clock(principal: Principal, offset_ms: int) -> bool:
+    """Record a phone's clock offset and the time it was seen (flushed, not committed), unless the record
+    its principal read is recent and close to this offset (see CLOCK_RECORD_INTERVAL); return whether it wrote."""
+    now = utcnow()
+    if (principal.device_seen_at is not None and principal.device_seen_at > now - CLOCK_RECORD_INTERVAL
+            and principal.device_clock_offset_ms is not None
+            and abs(principal.device_clock_offset_ms - offset_ms) <= CLOCK_RECORD_DRIFT_MS):
+        return False
+    db.session.execute(update(Device.__table__).where(Device.__table__.c.id == principal.device_id)
+                       .values(clock_offset_ms=offset_ms, last_seen_at=now))
+    return True
 
 
 def check_device(device_id, state: str | None) -> None:

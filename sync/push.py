@@ -39,10 +39,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PushContext:
-    """Who is pushing, and what this batch has learnt so far."""
+    """Who is pushing, and what this batch has learnt so far.
 
-    user: User
-    device: Device
+    Plain values, not ORM rows: the API has them from the request's principal (no statement), and rows
+    held across the batch's COMMITs would be reloaded after each. The one-by-one path loads `user` and
+    `device` when it needs them.
+    """
+
+    user_id: int
+    user_role: str
+    area_id: int
+    area_code: str
+    device_id: uuid.UUID
     clock_suspect: bool
     grace: timedelta
     unknown_incident_window: timedelta
@@ -50,15 +58,22 @@ class PushContext:
     quarantined_incidents: set = field(default_factory=set)  # incident ids quarantined earlier in the batch
     outbox: list = field(default_factory=list)  # committed outbox message ids, to enqueue after the batch
     arrival: dict = field(default_factory=dict)  # category code → workflow.ArrivalCondition (set-based 自动立案)
+    category_ids: dict = field(default_factory=dict)  # category code → id, as sync.bulk.screen found them
     _grace_codes: frozenset | None = None
-    device_id: uuid.UUID | None = None  # when the caller knows them (the request's principal): no reload
-    area_code: str | None = None
 
-    def __post_init__(self):
-        # Plain values: reading them from the ORM objects after each COMMIT would reload the rows.
-        self.user_id, self.user_role, self.area_id = self.user.id, self.user.role, self.user.area_id
-        self.device_id = self.device_id or self.device.id
-        self.area_code = self.area_code or self.user.area.code
+    @classmethod
+    def of(cls, user: User, device: Device, **options) -> "PushContext":
+        """The context of a push by this user from this device (`options`: the other fields)."""
+        return cls(user_id=user.id, user_role=user.role, area_id=user.area_id, area_code=user.area.code,
+                   device_id=device.id, **options)
+
+    @property
+    def user(self) -> User:
+        return db.session.get(User, self.user_id)
+
+    @property
+    def device(self) -> Device:
+        return db.session.get(Device, self.device_id)
 
     def scope_codes(self) -> frozenset[str]:
         return current_scope(self.user)[1]

@@ -80,8 +80,8 @@ def _apply_reviewed(item: QuarantineItem, body: dict) -> dict:
         db.session.delete(receipt)
         db.session.flush()
     reporter = db.session.get(User, item.user_id)
-    ctx = PushContext(user=reporter, device=db.session.get(Device, item.device_id), clock_suspect=False,
-                      grace=timedelta(0), unknown_incident_window=timedelta(0), trusted=True)
+    ctx = PushContext.of(reporter, db.session.get(Device, item.device_id), clock_suspect=False,
+                         grace=timedelta(0), unknown_incident_window=timedelta(0), trusted=True)
     result = apply_mutation(body, ctx)
     if result["status"] not in (p.APPLIED, p.MERGED):
         raise ValidationFailed("The mutation still cannot be applied.", result=result)

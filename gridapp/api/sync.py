@@ -16,7 +16,7 @@ from sync import protocol as p
 from sync import pull as pull_
 from sync import review
 from sync.bulk import push_batch
-from sync.devices import device_for_token
+from sync.devices import record_clock, token_device
 from sync.push import PushContext
 from sync.schemas import (
     ConflictResolveSchema,
@@ -58,8 +58,8 @@ def config():
     }
 
 
-def _clock(device) -> tuple[int | None, bool]:
-    """Estimate the device clock's offset from X-Device-Time; record it; never reject for it."""
+def _clock() -> tuple[int | None, bool]:
+    """Estimate the device clock's offset from X-Device-Time; never reject for it."""
     header = request.headers.get("X-Device-Time")
     if not header:
         return None, False
@@ -70,7 +70,6 @@ def _clock(device) -> tuple[int | None, bool]:
         offset = int((utcnow() - device_time).total_seconds() * 1000)
     except (ValueError, OverflowError):
         return None, True
-    device.clock_offset_ms, device.last_seen_at = offset, utcnow()
     return offset, abs(offset) > p.CLOCK_SUSPECT_MS
 
 
@@ -85,13 +84,14 @@ def push(batch):
     limit = current_app.config["SYNC_MAX_BATCH_MUTATIONS"]
     if len(batch["mutations"]) > limit:
         raise PayloadTooLarge(f"At most {limit} mutations per batch.", limit_mutations=limit)
-    device = device_for_token(g.principal)
-    offset, suspect = _clock(device)
-    device_id = device.id  # before the commit expires it
-    db.session.commit()
+    principal = g.principal  # who pushes, and their device: read with the token, no other statement
+    device_id = token_device(principal)
+    offset, suspect = _clock()
+    if offset is not None and record_clock(principal, offset):
+        db.session.commit()  # the clock record stands whatever the batch does
     cfg = current_app.config
-    ctx = PushContext(user=g.user, device=device, device_id=device_id, area_code=g.principal.area_code,
-                      clock_suspect=suspect,
+    ctx = PushContext(user_id=principal.user_id, user_role=principal.role, area_id=principal.area_id,
+                      area_code=principal.area_code, device_id=device_id, clock_suspect=suspect,
                       grace=timedelta(days=cfg["SYNC_SCOPE_GRACE_DAYS"]),
                       unknown_incident_window=timedelta(days=cfg["SYNC_UNKNOWN_INCIDENT_DAYS"]))
     results = push_batch(batch["mutations"], ctx, set_based=cfg["SYNC_BULK_PUSH"])
@@ -168,8 +168,7 @@ def _key() -> bytes:
 @blp.response(200)
 def verify(body):
     """Compare the phone's per-bucket digests with the server's; a mismatch comes with a repair cursor."""
-    device = device_for_token(g.principal)
-    state = _state(body["cursor"], device.id)
+    state = _state(body["cursor"], token_device(g.principal))
     outcome = pull_.verify(state, g.user, body["buckets"])
     if "repair_state" in outcome:
         outcome["repair_cursor"] = p.encode_cursor(outcome.pop("repair_state"), _key())

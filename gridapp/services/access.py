@@ -7,6 +7,7 @@ Two rules, checked on every endpoint:
 """
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from gridapp.models import ROLES, User
 
@@ -49,13 +50,18 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking, as authorization needs it: the API reads it with one small query per request
-    (services/auth.principal_for_token) instead of loading the User, its token and its area."""
+    (services/auth.principal_for_token) instead of loading the User, its token and its area. A phone's
+    token brings its device's state too, so a sync push needs no other read to know who pushes."""
 
     user_id: int
     token_id: int
     role: str
     area_code: str
-    device_id: uuid.UUID | None = None  # a phone's token: its device (sync.devices.device_for_token)
+    area_id: int | None = None
+    device_id: uuid.UUID | None = None  # a phone's token: its device (sync.devices.check_device)
+    device_state: str | None = None
+    device_seen_at: datetime | None = None  # when the device's clock was last recorded (sync.devices.record_clock)
+    device_clock_offset_ms: int | None = None
     is_active = True  # only an active user's token gives a principal
 
 

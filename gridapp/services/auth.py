@@ -53,7 +53,9 @@ def issue_token(username: str, password: str, ttl_seconds: int) -> tuple[str, Ap
 _tokens, _users, _areas, _devices = (model.__table__ for model in (ApiToken, User, AdminArea, Device))
 _PRINCIPAL_QUERY = (
     select(_tokens.c.id, _tokens.c.user_id, _tokens.c.device_id, _tokens.c.expires_at, _tokens.c.revoked_at,
-           _users.c.role, _users.c.is_active, _areas.c.code.label("area_code"), _devices.c.state.label("device_state"))
+           _users.c.role, _users.c.is_active, _users.c.area_id, _areas.c.code.label("area_code"),
+           _devices.c.state.label("device_state"), _devices.c.last_seen_at.label("device_seen_at"),
+           _devices.c.clock_offset_ms.label("device_clock_offset_ms"))
     .select_from(_tokens.join(_users, _users.c.id == _tokens.c.user_id)
                  .join(_areas, _areas.c.id == _users.c.area_id)
                  .outerjoin(_devices, _devices.c.id == _tokens.c.device_id))
@@ -76,7 +78,8 @@ def principal_for_token(token: str | None) -> Principal:
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.is_active:
         raise AuthRequired()
     return Principal(user_id=row.user_id, token_id=row.id, role=row.role, area_code=row.area_code,
-                     device_id=row.device_id)
+                     area_id=row.area_id, device_id=row.device_id, device_state=row.device_state,
+                     device_seen_at=row.device_seen_at, device_clock_offset_ms=row.device_clock_offset_ms)
 
 
 def revoke_token(row: ApiToken) -> None:

@@ -261,8 +261,8 @@ def client_context(world):
     from gridapp.models import Device
     from sync.push import PushContext
     device = db.session.scalar(select(Device))
-    return PushContext(user=world["worker"], device=device, clock_suspect=False, grace=timedelta(days=1),
-                       unknown_incident_window=timedelta(days=1))
+    return PushContext.of(world["worker"], device, clock_suspect=False, grace=timedelta(days=1),
+                          unknown_incident_window=timedelta(days=1))
 
 
 @pytest.mark.parametrize("bearing", [0, 45, 90, 135, 180, 270])
