@@ -144,7 +144,9 @@ def apply_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     results = commit_unless_raced(lambda: _insert_run(run, ctx))
     if results is not None:
         return results
-    del ctx.outbox[outbox:]  # the rolled-back run's route messages did not happen
+    del ctx.outbox[outbox:]  # the rolled-back run's route messages and sync_seqs did not happen
+    for c in run:
+        ctx.applied_seqs.pop(c.mutation["incident_id"], None)
     # A concurrent request committed one of these first (or a deadlock): one by one, each finds its receipt
     # or collision.
     log.info("push: a run of %d creates rolled back, applying them one by one", len(run))
@@ -202,7 +204,7 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     # locked until COMMIT, so number order is still commit order, which pull relies on.
     first = db.session.execute(_RESERVE_SQL, {"n": len(rows)}).scalar_one()
     for offset, values in enumerate(rows):
-        values["sync_seq"] = first + offset
+        values["sync_seq"] = ctx.applied_seqs[values["id"]] = first + offset
     insert_rows(Incident.__table__, rows)
     insert_rows(IncidentRevision.__table__, revisions)
     ctx.outbox.extend(workflow.write_arrival_registrations(registered))

@@ -59,6 +59,7 @@ class PushContext:
     outbox: list = field(default_factory=list)  # committed outbox message ids, to enqueue after the batch
     arrival: dict = field(default_factory=dict)  # category code → workflow.ArrivalCondition (set-based 自动立案)
     category_ids: dict = field(default_factory=dict)  # category code → id, as sync.bulk.screen found them
+    applied_seqs: dict = field(default_factory=dict)  # incident id → sync_seq, of the committed set-based runs
     _grace_codes: frozenset | None = None
 
     @classmethod

@@ -12,6 +12,7 @@ from gridapp.extensions import db
 from gridapp.jobs.dispatch import enqueue_outbox
 from gridapp.models import PHOTO_TYPES, Incident, IncidentNote, utcnow
 from gridapp.services.access import scope_prefix
+from gridapp.transactions import commit_if_unchanged
 from sync import protocol as p
 from sync import pull as pull_
 from sync import review
@@ -96,15 +97,21 @@ def push(batch):
                       unknown_incident_window=timedelta(days=cfg["SYNC_UNKNOWN_INCIDENT_DAYS"]))
     results = push_batch(batch["mutations"], ctx, set_based=cfg["SYNC_BULK_PUSH"])
     enqueue_outbox(ctx.outbox)  # reports registered on arrival: their route jobs, after their commits
-    _add_applied_seq(results)
+    _add_applied_seq(results, ctx.applied_seqs)
+    # End with COMMIT, not the teardown's ROLLBACK, after which psycopg forgets its prepared statements.
+    commit_if_unchanged()
     return {"results": results, "server_time": utcnow(), "clock_offset_ms": offset, "clock_suspect": suspect}
 
 
-def _add_applied_seq(results: list[dict]) -> None:
-    """Tell the phone the sync position of each effect: once its cursor passes it, its overlay can go."""
-    incident_ids = {_uuid(r.get("incident_id")) for r in results} - {None}
+def _add_applied_seq(results: list[dict], known: dict) -> None:
+    """Tell the phone the sync position of each effect: once its cursor passes it, its overlay can go.
+
+    `known`: incident id → sync_seq of the creates applied set-based (they were stamped before their COMMIT);
+    the others were stamped at their COMMIT and are read after it.
+    """
+    incident_ids = {_uuid(r.get("incident_id")) for r in results} - {None} - known.keys()
     note_ids = {_uuid(r.get("note_id")) for r in results} - {None}
-    seqs = {}
+    seqs = dict(known)
     if incident_ids:
         # = ANY(array), not IN: one statement text whatever the batch's size
         seqs.update(db.session.execute(select(Incident.id, Incident.sync_seq).where(
