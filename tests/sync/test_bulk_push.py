@@ -4,11 +4,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from geo.crs import from_wgs84
 from gridapp.extensions import db
 from gridapp.models import Incident, IncidentRevision, SyncReceipt
-from gridapp.services import incidents
+from gridapp.services import incidents, workflow
 from gridapp.services.categories import import_catalogue, parse_catalogue_csv
 from gridapp.services.demo import DEFAULT_CATALOGUE
 from gridapp.services.grids import cell_at
@@ -215,6 +216,35 @@ def test_failed_run_stores_nothing_and_the_retry_applies_everything(app, world, 
         close_transport(client.transport)
 
 
+def test_a_run_rolled_back_after_reserving_its_sync_seqs_answers_the_committed_ones(app, world, tmp_path,
+                                                                                     monkeypatch):
+    """applied_seq of a run comes from the seqs it reserved, unless the run lost a race after reserving them:
+    then its items, applied one by one, tell the seqs their own commits gave."""
+    client = phone(app, tmp_path, world["worker"])
+    for i in range(3):
+        client.report("06010", f"report {i}", *IN_CELL_0)
+    real, calls = workflow.write_arrival_registrations, []
+
+    def lose_a_race_once(cases):
+        calls.append(cases)
+        if len(calls) == 1:  # the run's last statement, after its sync_seqs were reserved
+            raise IntegrityError("INSERT", {}, Exception("as if another request had committed first"))
+        return real(cases)
+
+    def after_another_commit(raw, ctx):  # the seqs the run had reserved go to someone else
+        with db.engine.begin() as other:
+            other.execute(text("UPDATE sync_counter SET seq = seq + 10 WHERE id = 1"))
+        return apply_one(raw, ctx)
+
+    apply_one = bulk.apply_in_own_transaction
+    monkeypatch.setattr(workflow, "write_arrival_registrations", lose_a_race_once)
+    monkeypatch.setattr(bulk, "apply_in_own_transaction", after_another_commit)
+    assert client.push() == {"applied": 3}
+    assert len(calls) == 1, "the items went one by one after the run rolled back"
+    committed = {str(i): seq for i, seq in db.session.execute(select(Incident.id, Incident.sync_seq))}
+    assert {r["incident_id"]: r["applied_seq"] for r in client.results().values()} == committed
+
+
 def test_same_batch_twice_at_once_applies_each_create_once(app, world, tmp_path, live_server):
     """Two requests with the same batch of creates at once, round after round: each item once `applied`
     and once `duplicate` (the loser's run hits the winner's receipts and goes one by one), never two rows."""
@@ -223,6 +253,7 @@ def test_same_batch_twice_at_once_applies_each_create_once(app, world, tmp_path,
     headers = {"Authorization": f"Bearer {client._meta('access_token')}", "Content-Type": "application/json"}
     links = [HttpTransport(live_server), HttpTransport(live_server)]
     rounds, size = 8, 10
+    applied_seqs = {}
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for round_ in range(rounds):
@@ -234,6 +265,7 @@ def test_same_batch_twice_at_once_applies_each_create_once(app, world, tmp_path,
                     pair = [a.body["results"][k] for a in answers]
                     assert sorted(r["status"] for r in pair) == ["applied", "duplicate"], pair
                     assert pair[0]["case_number"] == pair[1]["case_number"]
+                    applied_seqs[pair[0]["incident_id"]] = {r["applied_seq"] for r in pair}
     finally:
         for link in [*links, client.transport]:
             close_transport(link)
@@ -242,6 +274,8 @@ def test_same_batch_twice_at_once_applies_each_create_once(app, world, tmp_path,
     numbers = db.session.scalars(select(Incident.case_number)).all()
     assert len(set(numbers)) == rounds * size
     assert db.session.scalar(select(func.count()).where(Incident.sync_seq.is_(None))) == 0
+    # Winner and loser tell the committed sync_seq (not one the loser's rolled-back run had reserved).
+    assert applied_seqs == {str(i): {seq} for i, seq in db.session.execute(select(Incident.id, Incident.sync_seq))}
 
 
 def test_screen_leaves_items_after_an_earlier_use_of_their_ids_to_the_one_by_one_path(app, world, tmp_path):

@@ -194,6 +194,37 @@ def test_clock_skew_is_recorded_and_flagged_never_rejected(world, tmp_path, app)
     assert past.push() == {"applied": 1}
 
 
+def test_the_clock_is_recorded_again_only_when_it_moved_or_its_record_is_old(world, tmp_path, app):
+    """A phone pushing often writes its devices row once a minute, unless its clock offset moves by more than
+    sync.devices.CLOCK_RECORD_DRIFT_MS."""
+    client = phone(app, tmp_path, world["worker"])
+    device_id = uuid.UUID(client.device_id)
+
+    def recorded():
+        db.session.expire_all()
+        device = db.session.get(Device, device_id)
+        return device.clock_offset_ms, device.last_seen_at
+
+    def push():
+        client.report("06010", "a report", *IN_CELL_0)
+        assert client.push() == {"applied": 1}
+
+    push()
+    first = recorded()
+    assert first[0] is not None and abs(first[0]) < 60_000
+    push()
+    assert recorded() == first, "the same clock a moment later: nothing written"
+    client.clock = lambda: utcnow() - timedelta(seconds=30)
+    push()
+    moved = recorded()
+    assert 29_000 < moved[0] < 60_000 and moved[1] > first[1], "the offset moved: recorded at once"
+    db.session.get(Device, device_id).last_seen_at = moved[1] - timedelta(minutes=2)
+    db.session.commit()
+    push()
+    again = recorded()
+    assert again[1] > moved[1] and abs(again[0] - moved[0]) < 1000, "a record older than a minute: written again"
+
+
 def test_a_pull_page_is_gzipped_for_phones_that_accept_it(world, tmp_path, app):
     client = phone(app, tmp_path, world["worker"])
     response = app.test_client().get("/api/v1/sync/changes", headers={

@@ -439,6 +439,35 @@ def test_revoked_device_is_refused_everywhere_and_the_phone_wipes(app, world, tm
     assert stored() == before
 
 
+def test_a_push_is_refused_at_once_after_its_user_is_disabled_or_its_device_revoked(app, world, tmp_path, client):
+    """The push reads who pushes with the token, fresh on every request: no state of an earlier request lets
+    a disabled user or a revoked device (even one whose tokens were left alive) push again."""
+    phone_ = phone(app, tmp_path, world["worker"])
+    phone_.report("06010", "before", *point_in(0))
+    assert phone_.push() == {"applied": 1}
+    access = phone_._meta("access_token")
+
+    def push_one():
+        return client.post(MUTATIONS, headers=bearer(access), json={
+            "protocol_version": p.PROTOCOL_VERSION, "mutations": [{
+                "mutation_id": str(uuid.uuid4()), "device_seq": 99, "type": "incident.create",
+                "incident_id": str(uuid.uuid4()),
+                "data": {"category": "06010", "description": "refused", "location": location(0)}}]})
+
+    before = stored()
+    world["worker"].is_active = False
+    db.session.commit()
+    assert problem_of(push_one()) == (401, "auth.required")
+    world["worker"].is_active = True
+    db.session.get(Device, uuid.UUID(phone_.device_id)).state = "revoked"  # its tokens untouched
+    db.session.commit()
+    assert problem_of(push_one()) == (403, "sync.device_revoked")
+    db.session.get(Device, uuid.UUID(phone_.device_id)).state = "active"
+    db.session.commit()
+    assert stored() == before, "the refused pushes wrote nothing"
+    assert push_one().get_json()["results"][0]["status"] == "applied"
+
+
 def test_refresh_token_works_once_and_its_reuse_revokes_the_device(app, world, tmp_path, client):
     """§5.8 tokens: a refresh token rotates once; presenting a spent one (a copied phone) revokes the device."""
     phone_ = phone(app, tmp_path, world["worker"])
