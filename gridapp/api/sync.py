@@ -1,5 +1,6 @@
 """HTTP adapter for sync/: push (sync.bulk: plain creates set-based, the rest a transaction per mutation), pull,
 verify, config, review."""
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from flask import Response, current_app, g, request
@@ -106,12 +107,13 @@ def push(batch):
 def _add_applied_seq(results: list[dict], known: dict) -> None:
     """Tell the phone the sync position of each effect: once its cursor passes it, its overlay can go.
 
-    `known`: incident id → sync_seq of the creates applied set-based (they were stamped before their COMMIT);
-    the others were stamped at their COMMIT and are read after it.
+    `known`: incident id → sync_seq of the creates applied set-based (stamped before their COMMIT), which
+    holds unless a later item of the batch changed the incident; the others are read after their COMMIT.
     """
-    incident_ids = {_uuid(r.get("incident_id")) for r in results} - {None} - known.keys()
+    items = Counter(_uuid(r.get("incident_id")) for r in results)
+    seqs = {incident_id: seq for incident_id, seq in known.items() if items[incident_id] == 1}
+    incident_ids = set(items) - {None} - seqs.keys()
     note_ids = {_uuid(r.get("note_id")) for r in results} - {None}
-    seqs = dict(known)
     if incident_ids:
         # = ANY(array), not IN: one statement text whatever the batch's size
         seqs.update(db.session.execute(select(Incident.id, Incident.sync_seq).where(
