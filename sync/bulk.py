@@ -199,6 +199,10 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     for c, values, result in zip(run, rows, results, strict=True):
         values["case_number"] = result["case_number"] = next(numbers[c.county])
     insert_rows(SyncReceipt.__table__, receipts)
+    # The revisions go in before the counter is taken, their key to the incidents checked at COMMIT: from
+    # the counter UPDATE on, every push waits for this one, so only the incidents are written under it.
+    db.session.execute(_DEFER_REVISION_KEY_SQL)
+    insert_rows(IncidentRevision.__table__, revisions)
     # Stamp the incidents as the deferred trigger would at COMMIT, but with one counter UPDATE for the run
     # (the trigger's per-row UPDATE of the counter is quadratic within a transaction). The counter row stays
     # locked until COMMIT, so number order is still commit order, which pull relies on.
@@ -206,7 +210,6 @@ def _insert_run(run: list[PlainCreate], ctx: PushContext) -> list[dict]:
     for offset, values in enumerate(rows):
         values["sync_seq"] = ctx.applied_seqs[values["id"]] = first + offset
     insert_rows(Incident.__table__, rows)
-    insert_rows(IncidentRevision.__table__, revisions)
     ctx.outbox.extend(workflow.write_arrival_registrations(registered))
     return results
 
@@ -277,4 +280,5 @@ _KEY_SHARE_SQL = text("""
 SELECT (SELECT count(*) FROM (SELECT FROM incidents WHERE id = ANY(CAST(:incidents AS uuid[])) FOR KEY SHARE) i),
        (SELECT count(*) FROM (SELECT FROM categories WHERE id = ANY(CAST(:categories AS int[])) FOR KEY SHARE) c)
 """)
+_DEFER_REVISION_KEY_SQL = text("SET CONSTRAINTS fk_incident_revisions_incident_id_incidents DEFERRED")
 _RESERVE_SQL = text("UPDATE sync_counter SET seq = seq + :n WHERE id = 1 RETURNING seq - :n + 1")

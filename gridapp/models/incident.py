@@ -139,7 +139,9 @@ class IncidentRevision(Base):
 
     __tablename__ = "incident_revisions"
 
-    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incidents.id"), primary_key=True)
+    # Deferrable: the set-based push writes revisions before their incidents (sync/bulk.py).
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incidents.id", deferrable=True, initially="IMMEDIATE"),
+                                                   primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     mutation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     source: Mapped[str] = mapped_column(String(20))  # device | dispatch | review

@@ -3,7 +3,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from geo.crs import from_wgs84
@@ -175,6 +175,43 @@ def test_set_based_creates_are_numbered_stamped_and_receipted_in_batch_order(app
     # The run's incidents go in as one INSERT statement: the map counts (a statement-level trigger over the
     # statement's new rows) count each of them once, at every level.
     assert sum(counts_are_exact().values()) == 30
+
+
+def test_only_the_incidents_are_written_while_the_run_holds_the_sync_counter(app, world, tmp_path):
+    """From the counter UPDATE to COMMIT every other push waits: receipts and revisions go in before it."""
+    client = phone(app, tmp_path, world["worker"])
+    for i in range(3):
+        client.report("06010", f"report {i}", *IN_CELL_0)
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.split("(")[0].split()[:3])
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    event.listen(db.engine, "commit", lambda conn: statements.append(["COMMIT"]))
+    try:
+        assert client.push() == {"applied": 3}
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    start = statements.index(["UPDATE", "sync_counter", "SET"])
+    assert statements[start + 1:start + 3] == [["INSERT", "INTO", "incidents"], ["COMMIT"]]
+    assert statements.index(["INSERT", "INTO", "incident_revisions"]) < start
+    assert count(IncidentRevision) == 3
+
+
+def test_a_deferred_revision_key_is_still_checked_at_commit(app, world):
+    incident_id = uuid.uuid4()
+    revision = {"incident_id": incident_id, "version": 1, "mutation_id": None, "source": "device",
+                "actor_id": world["worker"].id, "changes": {}}
+    db.session.execute(bulk._DEFER_REVISION_KEY_SQL)
+    bulk.insert_rows(IncidentRevision.__table__, [revision])  # no incident yet: accepted until COMMIT
+    with pytest.raises(IntegrityError, match="fk_incident_revisions_incident_id_incidents"):
+        db.session.commit()
+    db.session.rollback()
+    with pytest.raises(IntegrityError):  # not deferred: refused at once, as before
+        bulk.insert_rows(IncidentRevision.__table__, [revision])
+    db.session.rollback()
+    assert count(IncidentRevision) == 0
 
 
 def test_batch_cell_lookup_agrees_with_cell_at_on_shared_edges(app, world):
