@@ -7,8 +7,8 @@ Run from the project root (the database must exist with PostGIS: `scripts/setup.
 Database: GRIDAPP_BENCH_SYNC_DB_URL (default gridapp_bench_sync), wiped and rebuilt by the migrations.
 
 Scenario. Each of N grid workers (own cells, --cells-per-worker of one village) has one phone: the reference
-client (PhoneClient + HttpTransport) in its own thread, talking to gunicorn on loopback (gthread, 2 workers ×
-4 threads, as scripts/run.sh). Before the outage every phone registers, reports --pre incidents and syncs
+client (PhoneClient + HttpTransport) in its own thread, talking to gunicorn on loopback (gunicorn.conf.py, as
+scripts/run.sh). Before the outage every phone registers, reports --pre incidents and syncs
 (untimed, at most 16 phones at a time). During the outage it makes a backlog offline: --reports new reports,
 --edits description edits and --notes notes on the incidents it already holds. Then all phones are released
 at once: each pushes its outbox (batches of 100) and pulls until caught up. Every request is timed.
@@ -44,6 +44,7 @@ from bench.sync_push import (
     ms,
     percentile,
     run_phones,
+    server_settings,
     verdict,
 )
 from sync.simulate import check, make_edits, make_reports, pull, push
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
         return seconds
 
     with gunicorn(db_url) as base:
-        print(f"server: gunicorn gthread 2 workers × 4 threads at {base}")
+        print("server: gunicorn gthread {} workers × {} threads at {}".format(*server_settings(), base))
         # Baseline: the same backlog pushed by one phone at a time on an idle server.
         probe_times, probe_outcomes = [], []
         for index, (username, cells) in enumerate(world["workers"][args.phones:]):

@@ -11,7 +11,7 @@ The database is GRIDAPP_BENCH_SYNC_DB_URL (default gridapp_bench_sync on 127.0.0
 What is measured:
 - API: N phones (threads, one keep-alive connection each, PhoneClient + HttpTransport) each push an outbox of
   reports made offline beforehand, in batches of 100, all starting together; the server is gunicorn (gthread,
-  2 workers × 4 threads, as scripts/run.sh). Every report is placed in its cell by the database, gets a case
+  gunicorn.conf.py, as scripts/run.sh). Every report is placed in its cell by the database, gets a case
   number, a revision and a receipt, and its sync_seq (as the app does: sync/bulk.py, a transaction per run of
   plain creates).
   Rate = incidents applied / wall time from the start signal to the last response.
@@ -33,6 +33,7 @@ import math
 import os
 import random
 import re
+import runpy
 import statistics
 import subprocess
 import sys
@@ -138,23 +139,32 @@ def build_world(app, cells: int, workers: int, cells_per_worker: int) -> dict:
     return {"grid": grid, "workers": out, "load_s": time.perf_counter() - started}
 
 
+def server_settings(workers: int | None = None, threads: int | None = None) -> tuple[int, int]:
+    """The gunicorn workers and threads to run: gunicorn.conf.py's (what scripts/run.sh runs) unless given."""
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    return workers or conf["workers"], threads or conf["threads"]
+
+
 @contextmanager
-def gunicorn(db_url: str, workers: int = 2, threads: int = 4, extra_pythonpath: str | None = None,
+def gunicorn(db_url: str, workers: int | None = None, threads: int | None = None, extra_pythonpath: str | None = None,
              app_spec: str = "wsgi:app", extra_env: dict | None = None):
-    """Run gunicorn (gthread, like scripts/run.sh) on a free loopback port; yield the base URL; always stop it."""
+    """Run gunicorn (gunicorn.conf.py, as scripts/run.sh) on a free loopback port; yield the base URL; always
+    stop it."""
     with gunicorn_process(db_url, workers, threads, extra_pythonpath, app_spec, extra_env) as (url, _):
         yield url
 
 
 @contextmanager
-def gunicorn_process(db_url: str, workers: int = 2, threads: int = 4, extra_pythonpath: str | None = None,
+def gunicorn_process(db_url: str, workers: int | None = None, threads: int | None = None,
+                     extra_pythonpath: str | None = None,
                      app_spec: str = "wsgi:app", extra_env: dict | None = None):
     """As gunicorn(), yielding (base URL, the master's Popen) for callers that watch the processes."""
     port = free_port()
     env = {**os.environ, "GRIDAPP_SECRET_KEY": SECRET_KEY, "GRIDAPP_SQLALCHEMY_DATABASE_URI": db_url,
            "GRIDAPP_REDIS_URL": REDIS_URL, "GRIDAPP_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    workers, threads = server_settings(workers, threads)
     cmd = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}",
-           "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+           "--workers", str(workers), "--threads", str(threads),
            "--keep-alive", "75", "--timeout", "300", "--backlog", "2048"]
     if extra_pythonpath:
         cmd += ["--pythonpath", extra_pythonpath]
@@ -605,8 +615,8 @@ def parse_args(argv=None):
     parser.add_argument("--cells", type=int, default=10_000, help="grid cells (default 10,000)")
     parser.add_argument("--split", type=int, default=1000, help="reports in the in-process split (default 1,000; "
                         "0 skips it)")
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--gunicorn-workers", type=int, help="default: gunicorn.conf.py's")
+    parser.add_argument("--gunicorn-threads", type=int, help="default: gunicorn.conf.py's")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--db-url", help=f"default ${DB_ENV} or {DEFAULT_DB_URL}")
     parser.add_argument("--smoke", action="store_true", help="tiny scale (2 phones, 200 reports) in seconds")
@@ -637,7 +647,8 @@ def main(argv=None) -> int:
     results = {}
     with gunicorn_process(db_url, args.gunicorn_workers, args.gunicorn_threads, args.pythonpath,
                           args.app_spec) as (base, master):
-        print(f"server: gunicorn gthread {args.gunicorn_workers} workers × {args.gunicorn_threads} threads at {base} "
+        workers, threads = server_settings(args.gunicorn_workers, args.gunicorn_threads)
+        print(f"server: gunicorn gthread {workers} workers × {threads} threads at {base} "
               f"({args.app_spec})")
         workers = world["workers"][:scale.phones]
         seeds = [rng.random() for _ in workers]

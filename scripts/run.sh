@@ -27,9 +27,8 @@ stop() {
 trap 'stop INT' INT
 trap 'stop TERM' TERM EXIT
 
-# A short graceful timeout: a gthread worker otherwise waits up to 30 s on idle browser connections.
-.venv/bin/gunicorn --bind "127.0.0.1:$PORT" --worker-class gthread --workers 2 --threads 4 --graceful-timeout 10 \
-  --access-logfile - wsgi:app & pids+=($!)
+# Workers, threads and timeouts: gunicorn.conf.py (read from this directory).
+.venv/bin/gunicorn --bind "127.0.0.1:$PORT" --access-logfile - wsgi:app & pids+=($!)
 # Several in-process RQ workers: a route job spends most of its time waiting on PostgreSQL and the squad's
 # webhook, so one worker caps dispatch near 20 reports/s; three kept the queue short (bench/RESULTS.md "Dispatch").
 for _ in $(seq "${RQ_WORKERS:-3}"); do
