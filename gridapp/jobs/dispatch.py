@@ -42,13 +42,26 @@ def _job_id(prefix: str, row_id: int) -> str:
 # the sweeper covers that too.
 DRAIN_KEY = "gridapp:outbox:drain-pending"
 DRAIN_KEY_TTL = 10  # seconds
-DRAIN_MAX_MESSAGES = 100  # per drain job; a longer backlog continues in the next one
+DRAIN_MAX_MESSAGES = 100  # per drain round; a longer backlog continues in the next job
 DRAIN_BATCH = 4  # messages per transaction when several wait (the first webhook waits for the others' routing)
+# A drain job that ran out of messages takes the key back and lingers (OUTBOX_DRAIN_LINGER_SECONDS): a
+# request that finds the key taken pushes a token here, which wakes it. Before it ends it deletes the key
+# and looks once more, so a message whose request found the key taken is never left behind.
+DRAIN_WAKE_KEY = "gridapp:outbox:drain-wake"
+DRAIN_JOB_SECONDS = 20  # a lingering job ends after this long (well inside RQ's job timeout); the next request starts another
+
+# SET NX the drain key; when it is taken, wake the job that holds it (one round trip either way). 1: set.
+_REQUEST_DRAIN = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 1 end
+redis.call('LPUSH', KEYS[2], 1)
+redis.call('LTRIM', KEYS[2], 0, 0)
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 0"""
 
 
 def enqueue_outbox(message_ids) -> None:
     """After a commit that wrote outbox messages: make sure a drain job will run them (one Redis command
-    when one is already waiting). What cannot be enqueued now is found again by the sweeper."""
+    when one is already waiting or lingering). What cannot be enqueued now is found again by the sweeper."""
     if message_ids:
         _request_drain()
 
@@ -56,7 +69,7 @@ def enqueue_outbox(message_ids) -> None:
 def _request_drain() -> None:
     connection = redis_store.connection
     try:
-        if connection.set(DRAIN_KEY, 1, nx=True, ex=DRAIN_KEY_TTL):
+        if connection.register_script(_REQUEST_DRAIN)(keys=[DRAIN_KEY, DRAIN_WAKE_KEY], args=[DRAIN_KEY_TTL]):
             try:
                 enqueue(drain_outbox, job_id=_job_id("outbox-drain", 0), result_ttl=0)
             except RedisError:
@@ -79,45 +92,86 @@ def enqueue_messages(message_ids) -> None:
 def drain_outbox() -> str:
     """Run the young unprocessed outbox messages, oldest first, until none is left: up to DRAIN_BATCH in one
     transaction (with the messages they create, as `process_outbox_message`), their first deliveries right
-    after its commit.
+    after its commit. Then linger for more (OUTBOX_DRAIN_LINGER_SECONDS, woken through Redis) and drain again.
 
     Under load one job serves many reports, so RQ's per-job cost (~40 Redis commands) and a transaction's
-    fixed statements are paid once per batch instead of once per report. Two drain jobs never take the same
-    message (FOR UPDATE SKIP LOCKED). A batch that fails is run again one message per transaction, and a
-    message failing on its own is left to the sweeper (older than OUTBOX_SWEEP_AFTER_SECONDS it is no longer
-    a drain's), which gives it a job of its own."""
-    redis_store.connection.delete(DRAIN_KEY)  # from now on a new message requests another drain
+    fixed statements are paid once per batch instead of once per report; lingering does the same for a
+    steady trickle. Two drain jobs never take the same message (FOR UPDATE SKIP LOCKED). A batch that fails
+    is run again one message per transaction, and a message failing on its own is left to the sweeper (older
+    than OUTBOX_SWEEP_AFTER_SECONDS it is no longer a drain's), which gives it a job of its own."""
+    connection = redis_store.connection
+    linger = current_app.config["OUTBOX_DRAIN_LINGER_SECONDS"]
+    ends = time.monotonic() + DRAIN_JOB_SECONDS
+    counts = {"done": 0, "failed": set()}  # failed: message ids, not retried by this job (the sweeper's)
+    while True:
+        # From now on a new message requests another drain (which may run beside this one); a wake-up
+        # token from before is answered by this round.
+        connection.pipeline(transaction=False).delete(DRAIN_KEY).delete(DRAIN_WAKE_KEY).execute()
+        if not _drain_round(counts):
+            _request_drain()  # a long backlog: the rest in another job
+            break
+        if linger <= 0 or time.monotonic() > ends or not _wait_for_messages(connection, linger, counts["failed"]):
+            break
+    return f"{counts['done']} done, {len(counts['failed'])} failed"
+
+
+def _wait_for_messages(connection, linger: float, failed: set[int]) -> bool:
+    """Hold the drain key and wait up to `linger` seconds for a request to wake us; True when one did. If
+    another drain job took the key meanwhile, that one serves what comes: False. Before giving up, the key
+    is deleted and the caller looks once more, so what a request found taken is not left behind."""
+    try:
+        if not connection.set(DRAIN_KEY, 1, nx=True, ex=DRAIN_KEY_TTL):
+            return False
+        woken = connection.blpop([DRAIN_WAKE_KEY], timeout=linger) is not None
+        if not woken:
+            connection.delete(DRAIN_KEY)
+    except RedisError:  # Redis went away: requests fail too, and the sweeper covers their messages
+        log.warning("the outbox drain stopped lingering: Redis is unavailable")
+        return False
+    if woken:
+        return True
+    found = db.session.scalar(select(OutboxMessage.id).where(*_drainable(failed)).limit(1))
+    db.session.rollback()
+    return found is not None
+
+
+def _drainable(failed: set[int]) -> list:
+    """The drain's messages: young and unprocessed, but not those that failed in this job."""
     young = utcnow() - timedelta(seconds=current_app.config["OUTBOX_SWEEP_AFTER_SECONDS"])
-    after, done, failed = 0, 0, 0
-    while done + failed < DRAIN_MAX_MESSAGES:
-        messages = db.session.scalars(select(OutboxMessage).where(
-            OutboxMessage.processed_at.is_(None), OutboxMessage.id > after, OutboxMessage.created_at > young)
+    return [OutboxMessage.processed_at.is_(None), OutboxMessage.created_at > young,
+            *([OutboxMessage.id.not_in(failed)] if failed else [])]
+
+
+def _drain_round(counts: dict) -> bool:
+    """Run the young unprocessed messages until none is left (False: stopped at DRAIN_MAX_MESSAGES)."""
+    after, handled = 0, 0
+    while handled < DRAIN_MAX_MESSAGES:
+        messages = db.session.scalars(select(OutboxMessage).where(*_drainable(counts["failed"]), OutboxMessage.id > after)
             .order_by(OutboxMessage.id).limit(DRAIN_BATCH).with_for_update(skip_locked=True)).all()
         if not messages:
             db.session.rollback()
-            break
+            return True
         ids = [m.id for m in messages]
         after = ids[-1]
+        handled += len(ids)
         try:
             _process(messages)
-            done += len(ids)
+            counts["done"] += len(ids)
             continue
         except Exception:  # noqa: BLE001 - isolated below; the sweeper retries it in a job of its own
             db.session.rollback()
             if len(ids) == 1:
                 log.exception("outbox message %s failed in the drain; the sweeper will retry it", after)
-                failed += 1
+                counts["failed"].add(after)
                 continue
         for message_id in ids:  # the batch failed: one per transaction, so only the failing one is left
             try:
-                done += process_outbox_message(message_id) == "done"
+                counts["done"] += process_outbox_message(message_id) == "done"
             except Exception:  # noqa: BLE001
                 db.session.rollback()
                 log.exception("outbox message %s failed in the drain; the sweeper will retry it", message_id)
-                failed += 1
-    if done + failed >= DRAIN_MAX_MESSAGES:
-        _request_drain()
-    return f"{done} done, {failed} failed"
+                counts["failed"].add(message_id)
+    return False
 
 
 def process_outbox_message(message_id: int) -> str:
