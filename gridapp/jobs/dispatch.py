@@ -10,12 +10,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Retry
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
@@ -157,6 +158,9 @@ def _drain_round(counts: dict) -> bool:
         try:
             _process(messages)
             counts["done"] += len(ids)
+            if len(ids) < DRAIN_BATCH:
+                # That was all: a message committed after the key was deleted requested a drain of its own.
+                return True
             continue
         except Exception:  # noqa: BLE001 - isolated below; the sweeper retries it in a job of its own
             db.session.rollback()
@@ -218,7 +222,26 @@ class FollowUps:
     (delivered once that transaction commits)."""
 
     outbox: list[OutboxMessage] = field(default_factory=list)
-    notifications: list[int] = field(default_factory=list)
+    notifications: list["FirstDelivery"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FirstDelivery:
+    """A notification whose first delivery attempt follows the commit. `written` is set when this
+    transaction wrote it: the attempt then posts what was written, without reloading or locking the row
+    (nothing else delivers a notification that young: the sweeper waits OUTBOX_SWEEP_AFTER_SECONDS, which
+    is far longer than a POST may take). None: an earlier run wrote it, and the attempt takes the locked way."""
+
+    id: int
+    written: "tuple[SquadWebhook, dict] | None" = None  # where it goes, and the row's values
+
+
+class SquadWebhook(NamedTuple):
+    """A squad's webhook, read before the commit (which expires the squad's row)."""
+
+    code: str
+    webhook_url: str | None
+    webhook_secret: str | None
 
 
 def _route(message: OutboxMessage) -> "FollowUps | None":
@@ -242,8 +265,13 @@ def _notify(message: OutboxMessage) -> "FollowUps | None":
     incident = message.incident  # already loaded when the dispatch ran in this job
     if incident.assigned_squad_id is None:
         return None
-    notification_id = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
-    return FollowUps(notifications=[notification_id])
+    row = _notification_row(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
+    written = _insert_notifications([row])
+    if written:
+        squad = incident.squad
+        webhook = SquadWebhook(squad.code, squad.webhook_url, squad.webhook_secret)
+        return FollowUps(notifications=[FirstDelivery(written[0], (webhook, row))])
+    return FollowUps(notifications=[FirstDelivery(_notification(incident, row["kind"], row["idempotency_key"]))])
 
 
 def _request_check(message: OutboxMessage) -> None:
@@ -266,15 +294,24 @@ def _notifications(items: list[tuple[Incident, str, str]]) -> list[int]:
     those written before included. The case's cell and squad should be loaded (their codes go in the body)."""
     if not items:
         return []
-    rows = [{"idempotency_key": key, "squad_id": incident.assigned_squad_id, "incident_id": incident.id, "kind": kind,
-             "body": _body(incident, kind, key)} for incident, kind, key in items]
-    ids = list(db.session.scalars(insert(Notification).values(rows)
-                                  .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
-                                  .returning(Notification.id)))
+    rows = [_notification_row(incident, kind, key) for incident, kind, key in items]
+    ids = _insert_notifications(rows)
     if len(ids) < len(rows):  # some were written by an earlier run
         ids = list(db.session.scalars(select(Notification.id).where(
             Notification.idempotency_key.in_([r["idempotency_key"] for r in rows])).order_by(Notification.id)))
     return ids
+
+
+def _notification_row(incident: Incident, kind: str, key: str) -> dict:
+    return {"idempotency_key": key, "squad_id": incident.assigned_squad_id, "incident_id": incident.id, "kind": kind,
+            "body": _body(incident, kind, key)}
+
+
+def _insert_notifications(rows: list[dict]) -> list[int]:
+    """INSERT the rows whose key is new; return the ids of those written (in order)."""
+    return list(db.session.scalars(insert(Notification).values(rows)
+                                   .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
+                                   .returning(Notification.id)))
 
 
 def _body(incident: Incident, kind: str, key: str) -> dict:
@@ -311,9 +348,7 @@ def _deliver(notification_ids: list[int]) -> dict[int, "str | Exception"]:
         notification.attempts += 1
         notification.enqueued_at = utcnow()
         try:
-            if not squad.webhook_url:
-                raise RuntimeError(f"squad {squad.code} has no webhook configured")
-            _post(squad.webhook_url, squad.webhook_secret or "", notification)
+            _post(squad, notification.idempotency_key, notification.kind, notification.body)
         except DELIVERY_ERRORS as exc:
             notification.last_error = str(exc)[:500]
             if notification.attempts > len(DELIVERY_INTERVALS):
@@ -328,12 +363,15 @@ def _deliver(notification_ids: list[int]) -> dict[int, "str | Exception"]:
     return outcomes
 
 
-def _post(url: str, secret: str, notification: Notification) -> None:
-    body = json.dumps(notification.body, ensure_ascii=False, sort_keys=True).encode()
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json", "Idempotency-Key": notification.idempotency_key,
-               "X-Gridapp-Signature": f"sha256={signature}", "X-Gridapp-Event": notification.kind}
-    status = _WEBHOOKS.post(url, body, headers, current_app.config["WEBHOOK_TIMEOUT_SECONDS"])
+def _post(squad: "Squad | SquadWebhook", key: str, kind: str, content: dict) -> None:
+    """POST a notification to the squad's webhook; raise one of DELIVERY_ERRORS if that failed."""
+    if not squad.webhook_url:
+        raise RuntimeError(f"squad {squad.code} has no webhook configured")
+    body = json.dumps(content, ensure_ascii=False, sort_keys=True).encode()
+    signature = hmac.new((squad.webhook_secret or "").encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+               "X-Gridapp-Signature": f"sha256={signature}", "X-Gridapp-Event": kind}
+    status = _WEBHOOKS.post(squad.webhook_url, body, headers, current_app.config["WEBHOOK_TIMEOUT_SECONDS"])
     if status >= 300:
         raise WebhookRefused(f"webhook answered {status}")
 
@@ -401,14 +439,47 @@ def _readable(sock) -> bool:
 _WEBHOOKS = WebhookConnections()
 
 
-def deliver_now(notification_ids: list[int]) -> None:
+def deliver_now(deliveries: list[FirstDelivery]) -> None:
     """Make the first delivery attempts in the current job; those that fail continue (with the same backoff)
     as jobs of their own. Saves a queue round trip per notification on the common path."""
-    if not notification_ids:
+    if not deliveries:
         return
-    for notification_id, outcome in _deliver(notification_ids).items():
+    outcomes = _deliver([d.id for d in deliveries if d.written is None]) \
+        if any(d.written is None for d in deliveries) else {}
+    outcomes.update(_deliver_written([d for d in deliveries if d.written is not None]))
+    for notification_id, outcome in outcomes.items():
         if isinstance(outcome, Exception):
             enqueue_delivery(notification_id, attempts_made=1)
+
+
+_FIRST_ATTEMPT = update(Notification.__table__).where(
+    Notification.__table__.c.id == bindparam("notification_id"), Notification.__table__.c.state == "pending",
+    Notification.__table__.c.attempts == 0)
+
+
+def _deliver_written(deliveries: list[FirstDelivery]) -> dict[int, "str | Exception"]:
+    """The first attempt for notifications this job just wrote and committed: POST what was written, then
+    record the outcomes in one statement (still pending, never attempted: a row the sweeper's job took
+    meanwhile keeps that job's record)."""
+    if not deliveries:
+        return {}
+    outcomes, records, now = {}, [], utcnow()
+    for delivery in deliveries:
+        squad, row = delivery.written
+        record = {"notification_id": delivery.id, "attempts": 1, "enqueued_at": now, "state": "pending",
+                  "sent_at": None, "last_error": None}
+        try:
+            _post(squad, row["idempotency_key"], row["kind"], row["body"])
+        except DELIVERY_ERRORS as exc:
+            record["last_error"] = str(exc)[:500]
+            outcomes[delivery.id] = exc
+        else:
+            record.update(state="sent", sent_at=utcnow())
+            outcomes[delivery.id] = "sent"
+        records.append(record)
+    db.session.execute(_FIRST_ATTEMPT, records)  # one executemany; the columns in `records` are SET
+    db.session.commit()
+    return outcomes
 
 
 def enqueue_delivery(notification_id: int, attempts_made: int = 0) -> None:
