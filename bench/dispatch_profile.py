@@ -164,7 +164,10 @@ def one_at_a_time(app, worker_class, new_phone, receiver, args, prof, statements
     """Run the worker in this thread (its CPU by thread_time, its statements by thread; the profile sees
     only it) while a thread pushes one report at a time, each after the previous one's webhook arrived:
     one drain job per report."""
+    from rq.command import send_shutdown_command
+
     from gridapp.extensions import redis_store
+    stopper = {}
 
     def pusher():
         one = new_phone("thread.sqlite")  # a phone's SQLite stays in its thread
@@ -174,6 +177,8 @@ def one_at_a_time(app, worker_class, new_phone, receiver, args, prof, statements
             deadline = time.monotonic() + 10
             while len(receiver.arrivals) <= arrived and time.monotonic() < deadline:
                 time.sleep(0.001)
+        with app.app_context():
+            send_shutdown_command(redis_store.connection, stopper["name"])
 
     thread = threading.Thread(target=pusher)
     me = threading.get_ident()
@@ -183,7 +188,9 @@ def one_at_a_time(app, worker_class, new_phone, receiver, args, prof, statements
     if args.profile == "job":
         prof.enable()
     with app.app_context():
-        worker_class(["default"], connection=redis_store.connection).work(max_idle_time=3)  # ends after the pusher
+        worker = worker_class(["default"], connection=redis_store.connection)
+        stopper["name"] = worker.name
+        worker.work()  # until the pusher, done, sends it a shutdown command
     prof.disable()
     cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
     thread.join()
