@@ -256,8 +256,8 @@ def _route(message: OutboxMessage) -> "FollowUps | None":
         workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
         if not (rule and rule.auto_dispatch):
             return None
-        event = workflow.perform_locked(incident, "dispatch", None, params={"squad_code": rule.squad.code,
-                                                                           "rule_id": rule.id})
+        event = workflow.perform_locked(incident, "dispatch", None, params={
+            "squad_code": rule.squad.code, "rule_id": rule.id, "rule_squad": rule.squad})
     return FollowUps(outbox=event.outbox)
 
 

@@ -6,11 +6,13 @@ from openpyxl import Workbook
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import event, select, update
 
+from gridapp.errors import WorkflowInputInvalid
 from gridapp.extensions import db
 from gridapp.jobs import dispatch, queue
 from gridapp.jobs.dispatch import DELIVERY_INTERVALS, _notifications, deliver_notification, process_outbox_message
 from gridapp.jobs.worker import run_worker
 from gridapp.models import AuditEvent, CalendarDay, Category, Incident, Notification, OutboxMessage, ResponsibilityRule
+from gridapp.services.squads import ensure_squad
 from gridapp.services.workflow import work_calendar
 from tests.factories import token_for
 from tests.workflow.helpers import WebhookReceiver, act, add_rule, point_squad_at, report
@@ -255,6 +257,7 @@ def test_route_job_locks_once_and_loads_no_geometry(app, client, world, receiver
         event.remove(db.engine, "before_cursor_execute", record)
     assert len(statements) <= 16, statements  # 33 before the rework
     assert sum("FROM incidents" in s and "FOR NO KEY UPDATE" in s for s in statements) == 1
+    assert not [s for s in statements if s.startswith("SELECT squads.")]  # the rule's squad, loaded with the rules
     assert not [s for s in statements if "grid_cells.geom" in s or "admin_areas.boundary" in s]
     incident = db.session.get(Incident, case)
     [delivered] = [r["body"] for r in receiver.received]
@@ -324,3 +327,16 @@ def test_a_first_delivery_leaves_the_record_of_a_delivery_that_took_the_row_mean
     monkeypatch.setattr(dispatch, "_post", post)
     assert deliver_notification(notification.id) == "skipped"  # the retry scheduled for our failed attempt
     assert len(receiver.received) == 1
+
+
+def test_a_rule_naming_another_townships_squad_does_not_dispatch_to_it(app, client, world):
+    stranger = ensure_squad(world["squad_b"].team, "09", "九中队", [])
+    add_rule(world, stranger, category=garbage(world), area=world["township_a"], auto=True)
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    route = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.incident_id == case))
+    with pytest.raises(WorkflowInputInvalid):
+        process_outbox_message(route)
+    db.session.rollback()
+    incident = db.session.get(Incident, case)
+    assert (incident.status, incident.assigned_squad_id) == ("registered", None)
