@@ -6,7 +6,10 @@ world there (bench.dispatch_latency.set_up; drops every table). Redis: PROFILE_R
 dispatch benchmark's), flushed; give it another database to profile while the benchmark runs.
 
     .venv/bin/python -m bench.dispatch_profile [--smoke] [--build] [--reports 200] [--profile push|job|none]
-                                               [--top 40] [--statements]
+                                               [--top 40] [--statements] [--one-at-a-time]
+
+--one-at-a-time pushes from a thread, each report after the last one's webhook arrived, while the worker runs in
+the main thread (its CPU by thread_time, its statements counted by thread): the latency benchmark below saturation.
 """
 import argparse
 import cProfile
