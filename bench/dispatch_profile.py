@@ -6,7 +6,10 @@ world there (bench.dispatch_latency.set_up; drops every table). Redis: PROFILE_R
 dispatch benchmark's), flushed; give it another database to profile while the benchmark runs.
 
     .venv/bin/python -m bench.dispatch_profile [--smoke] [--build] [--reports 200] [--profile push|job|none]
-                                               [--top 40] [--statements]
+                                               [--top 40] [--statements] [--one-at-a-time]
+
+--one-at-a-time pushes from a thread, each report after the last one's webhook arrived, while the worker runs in
+the main thread (its CPU by thread_time, its statements counted by thread): the latency benchmark below saturation.
 """
 import argparse
 import cProfile
@@ -14,6 +17,7 @@ import pstats
 import random
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +52,9 @@ def main(argv=None):
     parser.add_argument("--profile", choices=("push", "job", "none"), default="none")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--statements", action="store_true", help="print the SQL of the last push and its job")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="each report's job runs alone (pushes from a thread, each after the last webhook "
+                             "arrived), as in the latency benchmark below saturation: per-job fixed costs count fully")
     args = parser.parse_args(argv)
     if args.smoke:
         args.build, args.reports = True, 5
@@ -89,18 +96,23 @@ def main(argv=None):
 
     def count(conn, cursor, statement, *rest):
         statements["n"] += 1
+        statements[threading.get_ident()] = statements.get(threading.get_ident(), 0) + 1
         log.append(" ".join(statement.split())[:230])
 
     event.listen(engine, "before_cursor_execute", count)
     rng = random.Random(time.time_ns())
     with tempfile.TemporaryDirectory() as tmp:
-        phone = PhoneClient(TestTransport(app.test_client()), str(Path(tmp) / "p.sqlite"))
-        phone.register(username, WORKER_PASSWORD)
-        def one(i):
-            lon, lat = random_point(rng.choice(polys), rng)
-            phone.report(CATEGORY, f"profile {i}", lon, lat)
-            res = phone.push(batch_size=1)
-            assert res.get("applied") == 1, res
+        def new_phone(name):
+            phone = PhoneClient(TestTransport(app.test_client()), str(Path(tmp) / name))
+            phone.register(username, WORKER_PASSWORD)
+
+            def one(i):
+                lon, lat = random_point(rng.choice(polys), rng)
+                phone.report(CATEGORY, f"profile {i}", lon, lat)
+                res = phone.push(batch_size=1)
+                assert res.get("applied") == 1, res
+            return one
+        one = new_phone("p.sqlite")
         for i in range(10):  # warm-up
             one(i)
         from rq import SimpleWorker  # noqa: F401
@@ -114,18 +126,21 @@ def main(argv=None):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if args.profile == "push":
             prof.enable()
-        for i in range(args.reports):
+        for i in range(0 if args.one_at_a_time else args.reports):
             one(100 + i)
         prof.disable()
         cpu_push, wall_push, st_push = time.process_time() - cpu0, time.perf_counter() - wall0, statements["n"]
         statements["n"] = 0
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        if args.profile == "job":
-            prof.enable()
-        with app.app_context():
-            worker_class(["default"], connection=redis_store.connection).work(burst=True)
-        prof.disable()
-        cpu_job, wall_job, st_job = time.process_time() - cpu0, time.perf_counter() - wall0, statements["n"]
+        if args.one_at_a_time:
+            cpu_job, wall_job, st_job = one_at_a_time(app, worker_class, new_phone, receiver, args, prof, statements)
+        else:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            if args.profile == "job":
+                prof.enable()
+            with app.app_context():
+                worker_class(["default"], connection=redis_store.connection).work(burst=True)
+            prof.disable()
+            cpu_job, wall_job, st_job = time.process_time() - cpu0, time.perf_counter() - wall0, statements["n"]
         if args.statements:
             with app.app_context():
                 log.clear()
@@ -138,13 +153,51 @@ def main(argv=None):
     time.sleep(0.5)
     print(f"push (test client, batch of 1): CPU {cpu_push / n * 1000:.2f} ms, wall {wall_push / n * 1000:.2f} ms, "
           f"SQL {st_push / n:.2f} per report")
-    print(f"jobs (AppWorker burst, {n} queued): CPU {cpu_job / n * 1000:.2f} ms, wall {wall_job / n * 1000:.2f} ms, "
+    mode = "one job per report" if args.one_at_a_time else f"burst, {n} queued"
+    print(f"jobs (AppWorker {mode}): CPU {cpu_job / n * 1000:.2f} ms, wall {wall_job / n * 1000:.2f} ms, "
           f"SQL {st_job / n:.2f} per report; webhooks received {len(receiver.arrivals)}, duplicates {receiver.duplicates}")
     if args.profile != "none":
         pstats.Stats(prof).sort_stats("cumulative").print_stats(args.top)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     receiver.close()
     return 0
+
+
+def one_at_a_time(app, worker_class, new_phone, receiver, args, prof, statements):
+    """Run the worker in this thread (its CPU by thread_time, its statements by thread; the profile sees
+    only it) while a thread pushes one report at a time, each after the previous one's webhook arrived:
+    one drain job per report."""
+    from rq.command import send_shutdown_command
+
+    from gridapp.extensions import redis_store
+    stopper = {}
+
+    def pusher():
+        one = new_phone("thread.sqlite")  # a phone's SQLite stays in its thread
+        for i in range(args.reports):
+            arrived = len(receiver.arrivals)
+            one(20_000 + i)
+            deadline = time.monotonic() + 10
+            while len(receiver.arrivals) <= arrived and time.monotonic() < deadline:
+                time.sleep(0.001)
+        with app.app_context():
+            send_shutdown_command(redis_store.connection, stopper["name"])
+
+    thread = threading.Thread(target=pusher)
+    me = threading.get_ident()
+    before = statements.get(me, 0)
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    thread.start()
+    if args.profile == "job":
+        prof.enable()
+    with app.app_context():
+        worker = worker_class(["default"], connection=redis_store.connection)
+        stopper["name"] = worker.name
+        worker.work()  # until the pusher, done, sends it a shutdown command
+    prof.disable()
+    cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    thread.join()
+    return cpu, wall, statements.get(me, 0) - before
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ class Defaults:
     # Dispatch (services/workflow.py, jobs/dispatch.py).
     WEBHOOK_TIMEOUT_SECONDS = 5
     OUTBOX_SWEEP_AFTER_SECONDS = 30  # an outbox message or notification older than this without a job is re-enqueued
+    # A drain job that ran out of messages waits this long for the next one (woken through Redis) before it
+    # ends: under a steady trickle one job serves many reports instead of paying RQ's per-job cost for each.
+    OUTBOX_DRAIN_LINGER_SECONDS = 1.0
     DUE_SOON_WARNING_SECONDS = 3600  # warn the squad this long before a deadline
     # A new report this close to an open case of the same category, this soon after it, is a likely duplicate.
     DUPLICATE_DISTANCE_M = 50

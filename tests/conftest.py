@@ -26,6 +26,9 @@ TEST_CONFIG = {
     "ARGON2_MEMORY_KIB": 1024,
     # Photos go to a scratch directory of this test session (tests of the S3 backend set their own).
     "PHOTO_STORAGE_DIR": tempfile.mkdtemp(prefix="gridapp-test-photos-"),
+    # Drain jobs end when they run out of messages (burst workers would wait out each linger); the tests of
+    # lingering set it themselves.
+    "OUTBOX_DRAIN_LINGER_SECONDS": 0,
 }
 # Tables that survive between tests: PostGIS's own, the migration marker and the sync counter (monotonic).
 KEEP_TABLES = {"spatial_ref_sys", "alembic_version", "sync_counter"}

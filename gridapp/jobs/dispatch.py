@@ -10,12 +10,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Retry
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
@@ -42,13 +43,26 @@ def _job_id(prefix: str, row_id: int) -> str:
 # the sweeper covers that too.
 DRAIN_KEY = "gridapp:outbox:drain-pending"
 DRAIN_KEY_TTL = 10  # seconds
-DRAIN_MAX_MESSAGES = 100  # per drain job; a longer backlog continues in the next one
+DRAIN_MAX_MESSAGES = 100  # per drain round; a longer backlog continues in the next job
 DRAIN_BATCH = 4  # messages per transaction when several wait (the first webhook waits for the others' routing)
+# A drain job that ran out of messages takes the key back and lingers (OUTBOX_DRAIN_LINGER_SECONDS): a
+# request that finds the key taken pushes a token here, which wakes it. Before it ends it deletes the key
+# and looks once more, so a message whose request found the key taken is never left behind.
+DRAIN_WAKE_KEY = "gridapp:outbox:drain-wake"
+DRAIN_JOB_SECONDS = 20  # a lingering job ends after this long (well inside RQ's job timeout); the next request starts another
+
+# SET NX the drain key; when it is taken, wake the job that holds it (one round trip either way). 1: set.
+_REQUEST_DRAIN = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 1 end
+redis.call('LPUSH', KEYS[2], 1)
+redis.call('LTRIM', KEYS[2], 0, 0)
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 0"""
 
 
 def enqueue_outbox(message_ids) -> None:
     """After a commit that wrote outbox messages: make sure a drain job will run them (one Redis command
-    when one is already waiting). What cannot be enqueued now is found again by the sweeper."""
+    when one is already waiting or lingering). What cannot be enqueued now is found again by the sweeper."""
     if message_ids:
         _request_drain()
 
@@ -56,7 +70,7 @@ def enqueue_outbox(message_ids) -> None:
 def _request_drain() -> None:
     connection = redis_store.connection
     try:
-        if connection.set(DRAIN_KEY, 1, nx=True, ex=DRAIN_KEY_TTL):
+        if connection.register_script(_REQUEST_DRAIN)(keys=[DRAIN_KEY, DRAIN_WAKE_KEY], args=[DRAIN_KEY_TTL]):
             try:
                 enqueue(drain_outbox, job_id=_job_id("outbox-drain", 0), result_ttl=0)
             except RedisError:
@@ -79,45 +93,89 @@ def enqueue_messages(message_ids) -> None:
 def drain_outbox() -> str:
     """Run the young unprocessed outbox messages, oldest first, until none is left: up to DRAIN_BATCH in one
     transaction (with the messages they create, as `process_outbox_message`), their first deliveries right
-    after its commit.
+    after its commit. Then linger for more (OUTBOX_DRAIN_LINGER_SECONDS, woken through Redis) and drain again.
 
     Under load one job serves many reports, so RQ's per-job cost (~40 Redis commands) and a transaction's
-    fixed statements are paid once per batch instead of once per report. Two drain jobs never take the same
-    message (FOR UPDATE SKIP LOCKED). A batch that fails is run again one message per transaction, and a
-    message failing on its own is left to the sweeper (older than OUTBOX_SWEEP_AFTER_SECONDS it is no longer
-    a drain's), which gives it a job of its own."""
-    redis_store.connection.delete(DRAIN_KEY)  # from now on a new message requests another drain
+    fixed statements are paid once per batch instead of once per report; lingering does the same for a
+    steady trickle. Two drain jobs never take the same message (FOR UPDATE SKIP LOCKED). A batch that fails
+    is run again one message per transaction, and a message failing on its own is left to the sweeper (older
+    than OUTBOX_SWEEP_AFTER_SECONDS it is no longer a drain's), which gives it a job of its own."""
+    connection = redis_store.connection
+    linger = current_app.config["OUTBOX_DRAIN_LINGER_SECONDS"]
+    ends = time.monotonic() + DRAIN_JOB_SECONDS
+    counts = {"done": 0, "failed": set()}  # failed: message ids, not retried by this job (the sweeper's)
+    while True:
+        # From now on a new message requests another drain (which may run beside this one); a wake-up
+        # token from before is answered by this round.
+        connection.pipeline(transaction=False).delete(DRAIN_KEY).delete(DRAIN_WAKE_KEY).execute()
+        if not _drain_round(counts):
+            _request_drain()  # a long backlog: the rest in another job
+            break
+        if linger <= 0 or time.monotonic() > ends or not _wait_for_messages(connection, linger, counts["failed"]):
+            break
+    return f"{counts['done']} done, {len(counts['failed'])} failed"
+
+
+def _wait_for_messages(connection, linger: float, failed: set[int]) -> bool:
+    """Hold the drain key and wait up to `linger` seconds for a request to wake us; True when one did. If
+    another drain job took the key meanwhile, that one serves what comes: False. Before giving up, the key
+    is deleted and the caller looks once more, so what a request found taken is not left behind."""
+    try:
+        if not connection.set(DRAIN_KEY, 1, nx=True, ex=DRAIN_KEY_TTL):
+            return False
+        woken = connection.blpop([DRAIN_WAKE_KEY], timeout=linger) is not None
+        if not woken:
+            connection.delete(DRAIN_KEY)
+    except RedisError:  # Redis went away: requests fail too, and the sweeper covers their messages
+        log.warning("the outbox drain stopped lingering: Redis is unavailable")
+        return False
+    if woken:
+        return True
+    found = db.session.scalar(select(OutboxMessage.id).where(*_drainable(failed)).limit(1))
+    db.session.rollback()
+    return found is not None
+
+
+def _drainable(failed: set[int]) -> list:
+    """The drain's messages: young and unprocessed, but not those that failed in this job."""
     young = utcnow() - timedelta(seconds=current_app.config["OUTBOX_SWEEP_AFTER_SECONDS"])
-    after, done, failed = 0, 0, 0
-    while done + failed < DRAIN_MAX_MESSAGES:
-        messages = db.session.scalars(select(OutboxMessage).where(
-            OutboxMessage.processed_at.is_(None), OutboxMessage.id > after, OutboxMessage.created_at > young)
+    return [OutboxMessage.processed_at.is_(None), OutboxMessage.created_at > young,
+            *([OutboxMessage.id.not_in(failed)] if failed else [])]
+
+
+def _drain_round(counts: dict) -> bool:
+    """Run the young unprocessed messages until none is left (False: stopped at DRAIN_MAX_MESSAGES)."""
+    after, handled = 0, 0
+    while handled < DRAIN_MAX_MESSAGES:
+        messages = db.session.scalars(select(OutboxMessage).where(*_drainable(counts["failed"]), OutboxMessage.id > after)
             .order_by(OutboxMessage.id).limit(DRAIN_BATCH).with_for_update(skip_locked=True)).all()
         if not messages:
             db.session.rollback()
-            break
+            return True
         ids = [m.id for m in messages]
         after = ids[-1]
+        handled += len(ids)
         try:
             _process(messages)
-            done += len(ids)
+            counts["done"] += len(ids)
+            if len(ids) < DRAIN_BATCH:
+                # That was all: a message committed after the key was deleted requested a drain of its own.
+                return True
             continue
         except Exception:  # noqa: BLE001 - isolated below; the sweeper retries it in a job of its own
             db.session.rollback()
             if len(ids) == 1:
                 log.exception("outbox message %s failed in the drain; the sweeper will retry it", after)
-                failed += 1
+                counts["failed"].add(after)
                 continue
         for message_id in ids:  # the batch failed: one per transaction, so only the failing one is left
             try:
-                done += process_outbox_message(message_id) == "done"
+                counts["done"] += process_outbox_message(message_id) == "done"
             except Exception:  # noqa: BLE001
                 db.session.rollback()
                 log.exception("outbox message %s failed in the drain; the sweeper will retry it", message_id)
-                failed += 1
-    if done + failed >= DRAIN_MAX_MESSAGES:
-        _request_drain()
-    return f"{done} done, {failed} failed"
+                counts["failed"].add(message_id)
+    return False
 
 
 def process_outbox_message(message_id: int) -> str:
@@ -164,7 +222,26 @@ class FollowUps:
     (delivered once that transaction commits)."""
 
     outbox: list[OutboxMessage] = field(default_factory=list)
-    notifications: list[int] = field(default_factory=list)
+    notifications: list["FirstDelivery"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FirstDelivery:
+    """A notification whose first delivery attempt follows the commit. `written` is set when this
+    transaction wrote it: the attempt then posts what was written, without reloading or locking the row
+    (nothing else delivers a notification that young: the sweeper waits OUTBOX_SWEEP_AFTER_SECONDS, which
+    is far longer than a POST may take). None: an earlier run wrote it, and the attempt takes the locked way."""
+
+    id: int
+    written: "tuple[SquadWebhook, dict] | None" = None  # where it goes, and the row's values
+
+
+class SquadWebhook(NamedTuple):
+    """A squad's webhook, read before the commit (which expires the squad's row)."""
+
+    code: str
+    webhook_url: str | None
+    webhook_secret: str | None
 
 
 def _route(message: OutboxMessage) -> "FollowUps | None":
@@ -179,8 +256,8 @@ def _route(message: OutboxMessage) -> "FollowUps | None":
         workflow.record_event(incident, "incident.route", {"rule_id": rule.id if rule else None, "explanation": why})
         if not (rule and rule.auto_dispatch):
             return None
-        event = workflow.perform_locked(incident, "dispatch", None, params={"squad_code": rule.squad.code,
-                                                                           "rule_id": rule.id})
+        event = workflow.perform_locked(incident, "dispatch", None, params={
+            "squad_code": rule.squad.code, "rule_id": rule.id, "rule_squad": rule.squad})
     return FollowUps(outbox=event.outbox)
 
 
@@ -188,8 +265,13 @@ def _notify(message: OutboxMessage) -> "FollowUps | None":
     incident = message.incident  # already loaded when the dispatch ran in this job
     if incident.assigned_squad_id is None:
         return None
-    notification_id = _notification(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
-    return FollowUps(notifications=[notification_id])
+    row = _notification_row(incident, "incident.dispatched", f"dispatch:{incident.id}:{message.event_id}")
+    written = _insert_notifications([row])
+    if written:
+        squad = incident.squad
+        webhook = SquadWebhook(squad.code, squad.webhook_url, squad.webhook_secret)
+        return FollowUps(notifications=[FirstDelivery(written[0], (webhook, row))])
+    return FollowUps(notifications=[FirstDelivery(_notification(incident, row["kind"], row["idempotency_key"]))])
 
 
 def _request_check(message: OutboxMessage) -> None:
@@ -212,15 +294,24 @@ def _notifications(items: list[tuple[Incident, str, str]]) -> list[int]:
     those written before included. The case's cell and squad should be loaded (their codes go in the body)."""
     if not items:
         return []
-    rows = [{"idempotency_key": key, "squad_id": incident.assigned_squad_id, "incident_id": incident.id, "kind": kind,
-             "body": _body(incident, kind, key)} for incident, kind, key in items]
-    ids = list(db.session.scalars(insert(Notification).values(rows)
-                                  .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
-                                  .returning(Notification.id)))
+    rows = [_notification_row(incident, kind, key) for incident, kind, key in items]
+    ids = _insert_notifications(rows)
     if len(ids) < len(rows):  # some were written by an earlier run
         ids = list(db.session.scalars(select(Notification.id).where(
             Notification.idempotency_key.in_([r["idempotency_key"] for r in rows])).order_by(Notification.id)))
     return ids
+
+
+def _notification_row(incident: Incident, kind: str, key: str) -> dict:
+    return {"idempotency_key": key, "squad_id": incident.assigned_squad_id, "incident_id": incident.id, "kind": kind,
+            "body": _body(incident, kind, key)}
+
+
+def _insert_notifications(rows: list[dict]) -> list[int]:
+    """INSERT the rows whose key is new; return the ids of those written (in order)."""
+    return list(db.session.scalars(insert(Notification).values(rows)
+                                   .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
+                                   .returning(Notification.id)))
 
 
 def _body(incident: Incident, kind: str, key: str) -> dict:
@@ -257,9 +348,7 @@ def _deliver(notification_ids: list[int]) -> dict[int, "str | Exception"]:
         notification.attempts += 1
         notification.enqueued_at = utcnow()
         try:
-            if not squad.webhook_url:
-                raise RuntimeError(f"squad {squad.code} has no webhook configured")
-            _post(squad.webhook_url, squad.webhook_secret or "", notification)
+            _post(squad, notification.idempotency_key, notification.kind, notification.body)
         except DELIVERY_ERRORS as exc:
             notification.last_error = str(exc)[:500]
             if notification.attempts > len(DELIVERY_INTERVALS):
@@ -274,12 +363,15 @@ def _deliver(notification_ids: list[int]) -> dict[int, "str | Exception"]:
     return outcomes
 
 
-def _post(url: str, secret: str, notification: Notification) -> None:
-    body = json.dumps(notification.body, ensure_ascii=False, sort_keys=True).encode()
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json", "Idempotency-Key": notification.idempotency_key,
-               "X-Gridapp-Signature": f"sha256={signature}", "X-Gridapp-Event": notification.kind}
-    status = _WEBHOOKS.post(url, body, headers, current_app.config["WEBHOOK_TIMEOUT_SECONDS"])
+def _post(squad: "Squad | SquadWebhook", key: str, kind: str, content: dict) -> None:
+    """POST a notification to the squad's webhook; raise one of DELIVERY_ERRORS if that failed."""
+    if not squad.webhook_url:
+        raise RuntimeError(f"squad {squad.code} has no webhook configured")
+    body = json.dumps(content, ensure_ascii=False, sort_keys=True).encode()
+    signature = hmac.new((squad.webhook_secret or "").encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+               "X-Gridapp-Signature": f"sha256={signature}", "X-Gridapp-Event": kind}
+    status = _WEBHOOKS.post(squad.webhook_url, body, headers, current_app.config["WEBHOOK_TIMEOUT_SECONDS"])
     if status >= 300:
         raise WebhookRefused(f"webhook answered {status}")
 
@@ -347,14 +439,47 @@ def _readable(sock) -> bool:
 _WEBHOOKS = WebhookConnections()
 
 
-def deliver_now(notification_ids: list[int]) -> None:
+def deliver_now(deliveries: list[FirstDelivery]) -> None:
     """Make the first delivery attempts in the current job; those that fail continue (with the same backoff)
     as jobs of their own. Saves a queue round trip per notification on the common path."""
-    if not notification_ids:
+    if not deliveries:
         return
-    for notification_id, outcome in _deliver(notification_ids).items():
+    outcomes = _deliver([d.id for d in deliveries if d.written is None]) \
+        if any(d.written is None for d in deliveries) else {}
+    outcomes.update(_deliver_written([d for d in deliveries if d.written is not None]))
+    for notification_id, outcome in outcomes.items():
         if isinstance(outcome, Exception):
             enqueue_delivery(notification_id, attempts_made=1)
+
+
+_FIRST_ATTEMPT = update(Notification.__table__).where(
+    Notification.__table__.c.id == bindparam("notification_id"), Notification.__table__.c.state == "pending",
+    Notification.__table__.c.attempts == 0)
+
+
+def _deliver_written(deliveries: list[FirstDelivery]) -> dict[int, "str | Exception"]:
+    """The first attempt for notifications this job just wrote and committed: POST what was written, then
+    record the outcomes in one statement (still pending, never attempted: a row the sweeper's job took
+    meanwhile keeps that job's record)."""
+    if not deliveries:
+        return {}
+    outcomes, records, now = {}, [], utcnow()
+    for delivery in deliveries:
+        squad, row = delivery.written
+        record = {"notification_id": delivery.id, "attempts": 1, "enqueued_at": now, "state": "pending",
+                  "sent_at": None, "last_error": None}
+        try:
+            _post(squad, row["idempotency_key"], row["kind"], row["body"])
+        except DELIVERY_ERRORS as exc:
+            record["last_error"] = str(exc)[:500]
+            outcomes[delivery.id] = exc
+        else:
+            record.update(state="sent", sent_at=utcnow())
+            outcomes[delivery.id] = "sent"
+        records.append(record)
+    db.session.execute(_FIRST_ATTEMPT, records)  # one executemany; the columns in `records` are SET
+    db.session.commit()
+    return outcomes
 
 
 def enqueue_delivery(notification_id: int, attempts_made: int = 0) -> None:

@@ -4,7 +4,7 @@ from sqlalchemy.orm import joinedload, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
 from gridapp.extensions import db
-from gridapp.models import AdminArea, GridCell, Incident, ResponsibilityRule
+from gridapp.models import AdminArea, EnforcementTeam, GridCell, Incident, ResponsibilityRule, Squad
 
 # The narrower the place a rule names, the more it wins.
 SPECIFICITY = {"cell": 0, "village": 1, "township": 2}
@@ -15,7 +15,8 @@ def route(incident: Incident) -> tuple[ResponsibilityRule | None, str]:
     category-specific rule over the any-category one; the township's fallback (属地兜底) last.
 
     Two statements: the case's cell (code and village; it stays in the session for the squad's
-    notification) and the candidate rules with what the explanation names.
+    notification) and the candidate rules with what the explanation names (and their squads' townships,
+    so dispatching to the rule's squad needs no lookup).
 
     :returns: (rule or None, a sentence saying why, for the case history).
     """
@@ -31,7 +32,8 @@ def route(incident: Incident) -> tuple[ResponsibilityRule | None, str]:
         or_(*places),
         or_(ResponsibilityRule.category_id == incident.category_id, ResponsibilityRule.category_id.is_(None)),
     ).options(joinedload(ResponsibilityRule.area).load_only(AdminArea.level, AdminArea.name),
-              joinedload(ResponsibilityRule.squad), joinedload(ResponsibilityRule.category))).unique().all()
+              joinedload(ResponsibilityRule.squad).joinedload(Squad.team).load_only(EnforcementTeam.township_id),
+              joinedload(ResponsibilityRule.category))).unique().all()
     if not candidates:
         return None, "No rule of the responsibility list covers this category here: the case has no owner."
 

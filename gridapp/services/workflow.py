@@ -384,7 +384,7 @@ def _merge(incident, actor, reason, params):
 
 
 def _dispatch(incident, actor, reason, params):
-    squad = _squad(params.get("squad_code"), incident)
+    squad = _squad(params.get("squad_code"), incident, params.get("rule_squad") if actor is None else None)
     incident.squad = squad  # the relationship: the squad stays loaded for the notification's body
     condition = db.session.get(CategoryCondition, incident.condition_id)
     incident.due_at = work_calendar().add(utcnow(), condition.time_limit, condition.time_unit)
@@ -392,9 +392,13 @@ def _dispatch(incident, actor, reason, params):
     return {"squad": squad.code, "due_at": incident.due_at.isoformat(), "rule_id": params.get("rule_id")}
 
 
-def _squad(code, incident) -> Squad:
+def _squad(code, incident, loaded: Squad | None = None) -> Squad:
+    """The squad of the case's township with this code. The route job passes its rule's squad, loaded
+    with its team (routing.route): when it is that squad, no lookup."""
     if not code:
         raise WorkflowInputInvalid(fields={"squad_code": ["Which squad?"]})
+    if loaded is not None and loaded.code == code and loaded.team.township_id == incident.township_id:
+        return loaded
     squad = db.session.scalar(select(Squad).join(Squad.team).where(
         Squad.code == code, EnforcementTeam.township_id == incident.township_id))
     if squad is None:

@@ -1,11 +1,12 @@
 """The outbox drain (one waiting job serves every young pending message) and webhook keep-alive connections."""
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import select
 
-from gridapp.extensions import db
+from gridapp.extensions import db, redis_store
 from gridapp.jobs import dispatch, queue
 from gridapp.jobs.dispatch import deliver_notification, drain_outbox, process_outbox_message, sweep
 from gridapp.jobs.worker import run_worker
@@ -58,6 +59,78 @@ def test_a_message_failing_in_the_drain_is_left_to_the_sweeper(app, client, worl
     db.session.expire_all()
     assert db.session.get(Incident, bad).status == "dispatched"
     assert len(receiver.received) == 2 and len(set(receiver.keys())) == 2
+
+
+class LingeringDrain:
+    """drain_outbox run in a thread of its own (as in a worker), lingering for `linger` seconds."""
+
+    def __init__(self, app, monkeypatch, linger: float):
+        monkeypatch.setitem(app.config, "OUTBOX_DRAIN_LINGER_SECONDS", linger)
+        self.result = None
+
+        def run():
+            with app.app_context():
+                self.result = drain_outbox()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def join(self):
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        return self.result
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_lingering_drain_job_is_woken_by_the_next_report_instead_of_a_new_job(app, client, world, receiver,
+                                                                                   monkeypatch):
+    auto_dispatch(world)
+    first, second = report(world, cell=0), report(world, cell=1)
+    act(client, world["users"]["dispatcher"], first, "register")
+    assert queue().count == 1
+    queue().empty()  # the job is run by hand below, as the worker would
+    drain = LingeringDrain(app, monkeypatch, linger=3.0)
+    wait_until(lambda: len(receiver.received) == 1 and redis_store.connection.exists(dispatch.DRAIN_KEY))
+    act(client, world["users"]["dispatcher"], second, "register")
+    wait_until(lambda: len(receiver.received) == 2)
+    assert queue().count == 0  # the request woke the lingering job: no new job
+    assert drain.join() == "2 done, 0 failed"
+    assert not redis_store.connection.exists(dispatch.DRAIN_KEY)  # released: the next report enqueues a job
+    db.session.expire_all()
+    assert [db.session.get(Incident, c).status for c in (first, second)] == ["dispatched"] * 2
+    assert len(set(receiver.keys())) == 2
+
+
+def test_a_lingering_drain_job_looks_once_more_after_releasing_the_key(app, client, world, receiver, monkeypatch):
+    """A message whose request found the key taken but never woke the job (its token lost) is still run
+    by that job before it ends."""
+    auto_dispatch(world)
+    case = report(world)
+    drain = LingeringDrain(app, monkeypatch, linger=1.0)
+    wait_until(lambda: redis_store.connection.exists(dispatch.DRAIN_KEY))  # lingering now
+    monkeypatch.setattr(dispatch, "_request_drain", lambda: None)
+    act(client, world["users"]["dispatcher"], case, "register")
+    assert drain.join() == "1 done, 0 failed"
+    assert len(receiver.received) == 1
+
+
+def test_a_lingering_drain_job_leaves_the_waiting_to_a_job_that_took_the_key(app, world, monkeypatch):
+    monkeypatch.setitem(app.config, "OUTBOX_DRAIN_LINGER_SECONDS", 30.0)
+    drain_round = dispatch._drain_round
+
+    def another_request_meanwhile(counts):
+        redis_store.connection.set(dispatch.DRAIN_KEY, "another job")  # a request enqueued one while we ran
+        return drain_round(counts)
+
+    monkeypatch.setattr(dispatch, "_drain_round", another_request_meanwhile)
+    assert drain_outbox() == "0 done, 0 failed"
+    assert redis_store.connection.get(dispatch.DRAIN_KEY) == b"another job"  # neither taken nor released
 
 
 class KeepAliveReceiver:

@@ -4,13 +4,15 @@ from datetime import date
 import pytest
 from openpyxl import Workbook
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
+from gridapp.errors import WorkflowInputInvalid
 from gridapp.extensions import db
-from gridapp.jobs import queue
+from gridapp.jobs import dispatch, queue
 from gridapp.jobs.dispatch import DELIVERY_INTERVALS, _notifications, deliver_notification, process_outbox_message
 from gridapp.jobs.worker import run_worker
 from gridapp.models import AuditEvent, CalendarDay, Category, Incident, Notification, OutboxMessage, ResponsibilityRule
+from gridapp.services.squads import ensure_squad
 from gridapp.services.workflow import work_calendar
 from tests.factories import token_for
 from tests.workflow.helpers import WebhookReceiver, act, add_rule, point_squad_at, report
@@ -255,6 +257,7 @@ def test_route_job_locks_once_and_loads_no_geometry(app, client, world, receiver
         event.remove(db.engine, "before_cursor_execute", record)
     assert len(statements) <= 16, statements  # 33 before the rework
     assert sum("FROM incidents" in s and "FOR NO KEY UPDATE" in s for s in statements) == 1
+    assert not [s for s in statements if s.startswith("SELECT squads.")]  # the rule's squad, loaded with the rules
     assert not [s for s in statements if "grid_cells.geom" in s or "admin_areas.boundary" in s]
     incident = db.session.get(Incident, case)
     [delivered] = [r["body"] for r in receiver.received]
@@ -275,3 +278,65 @@ def test_a_notification_is_written_once_per_idempotency_key(app, client, world):
     keys = db.session.scalars(select(Notification.idempotency_key).where(Notification.incident_id == case)
                               .order_by(Notification.id)).all()
     assert keys == ["k1", "k2", "k3"]
+
+
+def test_the_first_delivery_of_a_notification_the_job_wrote_neither_reloads_nor_locks_it(app, client, world, receiver):
+    add_rule(world, world["squad_a"], category=garbage(world), area=world["township_a"], auto=True)
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    route = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.incident_id == case))
+    db.session.remove()
+    statements = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert process_outbox_message(route) == "done"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert not [s for s in statements if "FROM notifications" in s or "FROM squads WHERE squads.id" in s], statements
+    notification = db.session.scalar(select(Notification))
+    assert (notification.state, notification.attempts, notification.last_error) == ("sent", 1, None)
+    assert notification.sent_at is not None and notification.enqueued_at is not None
+    assert receiver.keys() == [notification.idempotency_key]
+
+
+def test_a_first_delivery_leaves_the_record_of_a_delivery_that_took_the_row_meanwhile(app, client, world, receiver,
+                                                                                       monkeypatch):
+    """Nothing else should deliver a notification that young; if something did, its record stands."""
+    add_rule(world, world["squad_a"], category=garbage(world), area=world["township_a"], auto=True)
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    route = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.incident_id == case))
+    post = dispatch._post
+
+    def another_delivery_first(squad, key, kind, content):
+        with db.engine.begin() as other:
+            other.execute(update(Notification).where(Notification.idempotency_key == key)
+                          .values(state="sent", attempts=1, last_error="the other delivery"))
+        post(squad, key, kind, content)
+        raise OSError("our attempt failed")
+
+    monkeypatch.setattr(dispatch, "_post", another_delivery_first)
+    assert process_outbox_message(route) == "done"
+    db.session.expire_all()
+    notification = db.session.scalar(select(Notification))
+    assert (notification.state, notification.attempts, notification.last_error) == ("sent", 1, "the other delivery")
+    monkeypatch.setattr(dispatch, "_post", post)
+    assert deliver_notification(notification.id) == "skipped"  # the retry scheduled for our failed attempt
+    assert len(receiver.received) == 1
+
+
+def test_a_rule_naming_another_townships_squad_does_not_dispatch_to_it(app, client, world):
+    stranger = ensure_squad(world["squad_b"].team, "09", "九中队", [])
+    add_rule(world, stranger, category=garbage(world), area=world["township_a"], auto=True)
+    case = report(world)
+    act(client, world["users"]["dispatcher"], case, "register")
+    route = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.incident_id == case))
+    with pytest.raises(WorkflowInputInvalid):
+        process_outbox_message(route)
+    db.session.rollback()
+    incident = db.session.get(Incident, case)
+    assert (incident.status, incident.assigned_squad_id) == ("registered", None)
