@@ -58,7 +58,7 @@ from bench.escalation_sweep import make_app
 from bench.grid_queries import PASSWORD as DISPATCHER_PASSWORD
 from bench.grid_queries import SECRET_KEY, contention, libpq_url, machine_line
 from bench.grid_queries import USERNAME as DISPATCHER
-from bench.sync_push import WORKER_PASSWORD, build_world, gunicorn_process, percentile, verdict
+from bench.sync_push import WORKER_PASSWORD, build_world, gunicorn_process, percentile, server_settings, verdict
 from sync.client import HttpTransport, PhoneClient
 from sync.simulate import random_point
 
@@ -404,8 +404,8 @@ def parse_args(argv=None):
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--ramp", default="50,100,150,200")
     parser.add_argument("--ramp-seconds", type=float, default=20.0)
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--gunicorn-workers", type=int, help="default: gunicorn.conf.py's")
+    parser.add_argument("--gunicorn-threads", type=int, help="default: gunicorn.conf.py's")
     parser.add_argument("--register", choices=("arrival", "dispatcher"), default="arrival",
                         help="arrival: the category registers on arrival (自动立案); dispatcher: a register call follows")
     return parser.parse_args(argv)
@@ -423,6 +423,7 @@ def main(argv=None) -> int:
     with psycopg.connect(libpq_url(db_url)) as conn:
         print(machine_line(conn))
     print(f"database {make_url(db_url).database}; Redis {REDIS_URL}; contention at start: {contention()}")
+    args.gunicorn_workers, args.gunicorn_threads = server_settings(args.gunicorn_workers, args.gunicorn_threads)
     print(f"RQ workers {args.workers} (flask worker = AppWorker/SimpleWorker with scheduler); gunicorn gthread "
           f"{args.gunicorn_workers}×{args.gunicorn_threads}; sender threads {args.senders}")
     app = make_app(db_url)  # Redis db 12 (set at create_app time)
