@@ -237,9 +237,8 @@ def test_dead_letters_are_listed_and_retried(app, client, world):
         receiver.close()
 
 
-def test_route_job_locks_once_and_loads_no_geometry(app, client, world, receiver):
-    """The route job is a short, fixed list of statements: routing, dispatch and notification in one flush
-    per step, the case locked once, no cell or area geometry read (a regression guard, not a timing)."""
+def route_job_statements(client, world) -> tuple:
+    """Register a case that a rule auto-dispatches, run its route message; return (case id, the job's SQL)."""
     add_rule(world, world["squad_a"], category=garbage(world), area=world["township_a"], auto=True)
     case = report(world)
     act(client, world["users"]["dispatcher"], case, "register")
@@ -255,6 +254,13 @@ def test_route_job_locks_once_and_loads_no_geometry(app, client, world, receiver
         assert process_outbox_message(route) == "done"
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
+    return case, statements
+
+
+def test_route_job_locks_once_and_loads_no_geometry(app, client, world, receiver):
+    """The route job is a short, fixed list of statements: routing, dispatch and notification in one flush
+    per step, the case locked once, no cell or area geometry read (a regression guard, not a timing)."""
+    case, statements = route_job_statements(client, world)
     assert len(statements) <= 16, statements  # 33 before the rework
     assert sum("FROM incidents" in s and "FOR NO KEY UPDATE" in s for s in statements) == 1
     assert not [s for s in statements if s.startswith("SELECT squads.")]  # the rule's squad, loaded with the rules
@@ -281,21 +287,7 @@ def test_a_notification_is_written_once_per_idempotency_key(app, client, world):
 
 
 def test_the_first_delivery_of_a_notification_the_job_wrote_neither_reloads_nor_locks_it(app, client, world, receiver):
-    add_rule(world, world["squad_a"], category=garbage(world), area=world["township_a"], auto=True)
-    case = report(world)
-    act(client, world["users"]["dispatcher"], case, "register")
-    route = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.incident_id == case))
-    db.session.remove()
-    statements = []
-
-    def record(conn, cursor, statement, params, context, executemany):
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        assert process_outbox_message(route) == "done"
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+    _, statements = route_job_statements(client, world)
     assert not [s for s in statements if "FROM notifications" in s or "FROM squads WHERE squads.id" in s], statements
     notification = db.session.scalar(select(Notification))
     assert (notification.state, notification.attempts, notification.last_error) == ("sent", 1, None)
