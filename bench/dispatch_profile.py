@@ -25,23 +25,8 @@ from sqlalchemy import event, select
 
 from bench.dispatch_latency import CATEGORY, HOOK_SECRET, Receiver, bench_db_url
 from bench.sync_push import WORKER_PASSWORD
-from sync.client import PhoneClient, Response
+from sync.client import PhoneClient, WsgiTransport
 from sync.simulate import random_point
-
-
-class TestTransport:
-    def __init__(self, client):
-        self.client = client
-
-    def __call__(self, method, path, headers, body):
-        r = self.client.open(path, method=method, headers=headers, data=body)
-        import gzip
-        import json
-        data = r.get_data()
-        if r.headers.get("Content-Encoding") == "gzip":
-            data = gzip.decompress(data)
-        return Response(r.status_code, json.loads(data) if data else None,
-                        {k.lower(): v for k, v in r.headers.items()})
 
 
 def main(argv=None):
@@ -103,7 +88,7 @@ def main(argv=None):
     rng = random.Random(time.time_ns())
     with tempfile.TemporaryDirectory() as tmp:
         def new_phone(name):
-            phone = PhoneClient(TestTransport(app.test_client()), str(Path(tmp) / name))
+            phone = PhoneClient(WsgiTransport(app), str(Path(tmp) / name))
             phone.register(username, WORKER_PASSWORD)
 
             def one(i):

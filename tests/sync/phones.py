@@ -1,5 +1,4 @@
 """Phones for sync tests: the reference client over the app in-process (WSGI) or a live server."""
-import gzip
 import json
 import threading
 
@@ -8,25 +7,8 @@ from sqlalchemy import func, select
 from gridapp.extensions import db
 from gridapp.models import QuarantineItem, SyncReceipt
 from sync import protocol as p
-from sync.client import PhoneClient, Response
+from sync.client import PhoneClient, Response, WsgiTransport
 from tests.factories import PASSWORD
-
-
-class WsgiTransport:
-    """Send the client's requests straight into the Flask app (same code path as HTTP, no socket)."""
-
-    def __init__(self, app):
-        self.client = app.test_client()
-        self.calls = []
-
-    def __call__(self, method, path, headers, body):
-        self.calls.append((method, path))
-        response = self.client.open(path, method=method, headers=headers, data=body)
-        data = response.get_data()
-        if response.headers.get("Content-Encoding") == "gzip":
-            data = gzip.decompress(data)
-        return Response(response.status_code, json.loads(data) if data else None,
-                        {name.lower(): value for name, value in response.headers.items()})
 
 
 def phone(app, tmp_path, user, name="phone", register=True) -> PhoneClient:

@@ -23,10 +23,10 @@ from gridapp.models import (
 from gridapp.services import incidents
 from gridapp.services.users import assign_cells
 from sync import protocol as p
-from sync.client import SyncError
+from sync.client import SyncError, WsgiTransport
 from sync.pull import server_buckets
 from tests.factories import CELL, ORIGIN_A, ORIGIN_B, PASSWORD, make_user, make_world, token_for
-from tests.sync.phones import WsgiTransport, assert_exactly_once, phone
+from tests.sync.phones import assert_exactly_once, phone
 
 CHANGES, MUTATIONS, VERIFY = "/api/v1/sync/changes", "/api/v1/sync/mutations", "/api/v1/sync/verify"
 

@@ -30,11 +30,11 @@ from gridapp.models import INCIDENT_STATUSES, Incident, QuarantineItem, SyncRece
 from gridapp.services import incidents
 from gridapp.services.scope import current_scope
 from gridapp.services.users import assign_cells
-from sync.client import PhoneClient
+from sync.client import PhoneClient, WsgiTransport
 from sync.protocol import PROTOCOL_VERSION
 from sync.pull import server_buckets
 from tests.factories import CELL, ORIGIN_A, ORIGIN_B, PASSWORD, make_user, make_world
-from tests.sync.phones import WsgiTransport, assert_exactly_once
+from tests.sync.phones import assert_exactly_once
 
 SEED = int(os.environ.get("SYNC_SIM_SEED", "20261122"))
 STEPS = int(os.environ.get("SYNC_SIM_STEPS", "250"))
