@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import func, select, text
+from sqlalchemy import String, any_, cast, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 import geo.crs
 from gridapp.errors import Forbidden, IncidentNotFound
@@ -58,11 +59,16 @@ def case_numbers(counts: dict[str, int], when: datetime) -> dict[str, list[str]]
     return blocks
 
 
+def event_categories(codes) -> tuple:
+    """The categories a report's category code may name, as WHERE conditions: the active event categories
+    (小类) of the default standard with these codes (an array: one statement text whatever their number)."""
+    return (Category.standard == DEFAULT_STANDARD, Category.kind == "event",
+            Category.code == any_(cast(sorted(set(codes)), ARRAY(String))), Category.is_active)
+
+
 def category_ids(codes) -> dict[str, int]:
-    """Return the ids of the active event categories of the default standard with these codes."""
-    return dict(db.session.execute(select(Category.code, Category.id).where(
-        Category.standard == DEFAULT_STANDARD, Category.kind == "event", Category.code.in_(set(codes)),
-        Category.is_active)).all())
+    """Return the ids of the categories with these codes (`event_categories`)."""
+    return dict(db.session.execute(select(Category.code, Category.id).where(*event_categories(codes))).all())
 
 
 def place(location: dict):

@@ -221,19 +221,15 @@ class ArrivalCondition:
     details: dict  # the register event's details, as the `register` effect records them
 
 
-# incidents.category_ids's categories (active events of the default standard), with 立案条件 1 beside them.
-_ARRIVAL_CATEGORIES_SQL = text("""
-SELECT c.code, c.id, c.auto_register, cc.id AS condition_id, cc.time_limit, cc.time_unit
-FROM categories c LEFT JOIN category_conditions cc ON cc.category_id = c.id AND cc.seq = 1
-WHERE c.standard = :standard AND c.kind = 'event' AND c.code = ANY(CAST(:codes AS text[])) AND c.is_active""")
-
-
 def categories_on_arrival(codes: set[str]) -> tuple[dict[str, int], dict[str, ArrivalCondition | None]]:
-    """Return the ids of the categories with these codes (as `incidents.category_ids` finds them) and, for
+    """Return the ids of the categories with these codes (`incidents.event_categories`) and, for
     those that register on arrival (`auto_register`), their 立案条件 1, or None when the category has none
     (the one-by-one path then refuses the registration as the `register` action does). One statement."""
-    rows = db.session.execute(_ARRIVAL_CATEGORIES_SQL, {"standard": incidents_.DEFAULT_STANDARD,
-                                                        "codes": sorted(codes)}).all()
+    rows = db.session.execute(
+        select(Category.code, Category.id, Category.auto_register, CategoryCondition.id.label("condition_id"),
+               CategoryCondition.time_limit, CategoryCondition.time_unit)
+        .outerjoin(CategoryCondition, (CategoryCondition.category_id == Category.id) & (CategoryCondition.seq == 1))
+        .where(*incidents_.event_categories(codes))).all()
     conditions = {row.code: ArrivalCondition(row.id, row.condition_id, {
         "condition_seq": 1, "time_limit": row.time_limit, "time_unit": row.time_unit}) if row.condition_id else None
         for row in rows if row.auto_register}
