@@ -3,6 +3,9 @@ import subprocess
 import sys
 import time
 
+from redis import Redis
+from rq import Worker
+
 from gridapp import create_app
 from gridapp.extensions import db
 from tests.conftest import TEST_CONFIG
@@ -30,6 +33,12 @@ def test_healthz_names_missing_workers_then_sees_a_live_worker(client):
             time.sleep(0.2)
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["components"]["rq_workers"]["names"] == ["health-test"]
+        # RQ registers a worker before it installs its signal handlers (and starts its scheduler in between):
+        # a SIGTERM before it is listening would kill it unregistered. Stop it once it waits for jobs.
+        redis = Redis.from_url(TEST_CONFIG["REDIS_URL"])
+        while time.monotonic() < deadline and Worker.find_by_key(
+                Worker.redis_worker_namespace_prefix + "health-test", connection=redis).get_state() != "idle":
+            time.sleep(0.1)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
